@@ -1,0 +1,126 @@
+"""``bavard decode LOG --dbc F.dbc``: one record per decoded sample, as JSONL or CSV."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import sys
+from collections.abc import Iterable
+from typing import IO, Any
+
+from agent.cli.progress import Progress, count_lines
+from agent.frames import OUT_OF_RANGE, TRUNCATED, Sample
+
+HELP = "decode a CAN log (candump, ASC, BLF, TRC; .gz too) through DBC files"
+
+FIELDS = ("timestamp", "channel", "message", "signal", "value", "unit", "label", "flags")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("log", help="the log file")
+    parser.add_argument("--dbc", action="append", required=True, metavar="FILE",
+                        help="DBC file (repeat for several; the first one wins on duplicate ids)")
+    parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    parser.add_argument("--signals", action="append", metavar="GLOB",
+                        help="only these signals (Message.Signal or Signal globs; repeatable)")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+
+
+def flag_names(flags: int) -> list[str]:
+    names = []
+    if flags & OUT_OF_RANGE:
+        names.append("out_of_range")
+    if flags & TRUNCATED:
+        names.append("truncated")
+    return names
+
+
+def json_value(value: Any) -> Any:
+    """JSON has no NaN or infinities: write them as strings, as protobuf's JSON does."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def write_jsonl(samples: Iterable[Sample], out: IO[str]) -> None:
+    dumps = json.dumps
+    for s in samples:
+        record: dict[str, Any] = {
+            "timestamp": s.timestamp, "channel": s.channel, "message": s.message,
+            "signal": s.signal, "value": json_value(s.value), "unit": s.unit,
+        }
+        if s.label is not None:
+            record["label"] = s.label
+        if s.flags:
+            record["flags"] = flag_names(s.flags)
+        out.write(dumps(record, ensure_ascii=False))
+        out.write("\n")
+
+
+class CsvWriter:
+    def __init__(self, out: IO[str]) -> None:
+        self.writer = csv.writer(out, lineterminator="\n")
+        self.writer.writerow(FIELDS)
+
+    def write(self, samples: Iterable[Sample]) -> None:
+        self.writer.writerows(
+            (repr(s.timestamp), s.channel, s.message, s.signal, repr(s.value), s.unit,
+             s.label or "", "|".join(flag_names(s.flags)))
+            for s in samples
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.decode.dbc_files import load_dbc
+    from agent.decode.decoder import ChannelDecoder
+    from agent.policy.selection import Selector
+    from agent.sources.replay import ReplaySource
+
+    databases = [load_dbc(p) for p in args.dbc]
+    decoder = ChannelDecoder("log", databases, Selector(args.signals or ("*",)))
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(ReplaySource("log", args.log, speed=0))
+        out: IO[str] = sys.stdout
+        if args.output:
+            out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline=""))
+        progress = Progress(count_lines(args.log), f"decoding {args.log}")
+        stack.callback(progress.close)
+        csv_writer = CsvWriter(out) if args.format == "csv" else None
+        chunk: list[Sample] = []
+        for n, frame in enumerate(source.frames(), 1):
+            decoded = decoder.decode(frame)
+            if decoded is not None:
+                chunk.extend(decoded.samples())
+            if n % 4096 == 0:
+                _write(chunk, out, csv_writer)
+                chunk = []
+                progress.update(n + sum(source.stats.skipped.values()))
+        _write(chunk, out, csv_writer)
+    _report(source.stats.frames, source.stats.skipped, decoder)
+    return 0
+
+
+def _write(samples: list[Sample], out: IO[str], csv_writer: CsvWriter | None) -> None:
+    if csv_writer is not None:
+        csv_writer.write(samples)
+    else:
+        write_jsonl(samples, out)
+
+
+def _report(frames: int, skipped: Any, decoder: Any) -> None:
+    st = decoder.stats
+    parts = [f"{frames} frames", f"{st.decoded} decoded", f"{st.samples} samples"]
+    if skipped:
+        parts.append("skipped lines: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+    for label, counter in (("unknown ids", st.unknown), ("short frames", st.truncated),
+                           ("unknown multiplexer values", st.bad_mux)):
+        if counter:
+            parts.append(f"{label}: " + ", ".join(f"0x{i:X} x{n}" for i, n in
+                                                  sorted(counter.items())))
+    if st.out_of_range:
+        parts.append("out of range: " + ", ".join(
+            f"{sig} (0x{i:X}) x{n}" for (i, sig), n in sorted(st.out_of_range.items())))
+    print("bavard decode: " + "; ".join(parts), file=sys.stderr)

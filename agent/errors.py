@@ -1,0 +1,51 @@
+"""One exception family for the whole agent.
+
+::
+
+    BavardError                      everything the agent raises on purpose
+     ├── ConfigError                 a bad configuration; .problems lists every one
+     ├── DbcError                    a DBC file that cannot be loaded (names file:line)
+     ├── SourceError                 a frame source that cannot be opened or read
+     │    └── LogFormatError         a log file whose format is unknown or unreadable
+     └── DecodeError                 a frame that the decoder cannot handle
+
+Foreign exceptions (OSError, can.CanError, cantools' own errors) are wrapped into
+this family at the boundary where they happen, with the place (file:line,
+config key, channel) in the message.
+"""
+
+from __future__ import annotations
+
+
+class BavardError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+
+class ConfigError(BavardError):
+    """A configuration with one or more problems.
+
+    ``problems`` holds one line per problem, each starting with its key path,
+    e.g. ``channels[0].dbc: file not found: x.dbc``.
+    """
+
+    def __init__(self, problems: list[str] | str, source: str | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + "; ".join(self.problems))
+
+
+class DbcError(BavardError):
+    """A DBC file that cannot be loaded."""
+
+
+class SourceError(BavardError):
+    """A frame source that cannot be opened or read."""
+
+
+class LogFormatError(SourceError):
+    """A log file whose format is unknown or that cannot be read at all."""
+
+
+class DecodeError(BavardError):
+    """A frame that cannot be decoded."""

@@ -1,0 +1,197 @@
+"""Wire sources -> decode -> policy -> sink, one thread per source.
+
+Each source thread reads frames and hands them on in chunks through one
+bounded ``queue.Queue``; the consumer (the caller's thread) decodes, applies
+the rules and passes the kept samples to the sink.
+
+Overflow policy of the frame queue: a log replay or the simulator waits for
+room (back-pressure, nothing lost); a live bus cannot wait, so a chunk that
+finds the queue full is dropped and counted in ``ChannelRuntime.dropped``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.config import ChannelConfig, Config
+from agent.decode.dbc_files import load_dbc
+from agent.decode.decoder import ChannelDecoder
+from agent.errors import BavardError
+from agent.frames import Frame, Sample
+from agent.policy.rules import RuleSet
+from agent.policy.selection import Selector
+from agent.sources import Source, source_class
+
+log = logging.getLogger(__name__)
+
+CHUNK_FRAMES = 512  # frames per queue item
+CHUNK_SECONDS = 0.05  # a live source hands on what it has at least this often
+QUEUE_CHUNKS = 64  # bounded queue depth, in chunks
+
+Sink = Callable[[list[Sample]], None]
+
+
+def channel_dbcs(cfg: ChannelConfig) -> tuple[Path, ...]:
+    """The DBCs that decode a channel; the simulator defaults to the demo vehicle's."""
+    if cfg.dbc or cfg.kind != "simulator":
+        return cfg.dbc
+    from agent.resources import demo_dbc_path
+
+    return (demo_dbc_path(),)
+
+
+def open_source(
+    cfg: ChannelConfig,
+    clock: Callable[[], float] = time.monotonic,
+    wait: Callable[[float], object] | None = None,
+) -> Source:
+    """Open the source a channel is configured for."""
+    cls: Any = source_class(cfg.kind)
+    if cfg.kind == "replay":
+        return cls(cfg.name, cfg.log, speed=cfg.speed, channel=cfg.name, clock=clock, wait=wait)
+    if cfg.kind == "simulator":
+        return cls(cfg.name, seed=cfg.seed, speed=cfg.speed, channel=cfg.name, clock=clock,
+                   wait=wait)
+    return cls(cfg.name, interface=cfg.interface, channel=cfg.channel, bitrate=cfg.bitrate,
+               fd=cfg.fd, data_bitrate=cfg.data_bitrate)
+
+
+@dataclass
+class ChannelRuntime:
+    config: ChannelConfig
+    source: Source
+    decoder: ChannelDecoder
+    dropped: int = 0  # frames dropped because the queue was full (live sources only)
+    error: str | None = None  # why the source stopped early, if it did
+
+
+@dataclass
+class Pipeline:
+    """The running pipeline: channels, rules, and the consumer loop."""
+
+    channels: list[ChannelRuntime]
+    rules: RuleSet
+    frames_in: int = 0
+    _queue: queue.Queue[tuple[int, list[Frame]] | None] = field(
+        default_factory=lambda: queue.Queue(QUEUE_CHUNKS)
+    )
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], object] | None = None,
+    ) -> Pipeline:
+        rules = RuleSet(config.rules)
+        selector = Selector(config.selection.include, config.selection.exclude)
+
+        def change_rule(message: str, signal: str) -> tuple[bool, float, float | None]:
+            rule = rules.rule_for(message, signal)
+            if rule is None:
+                return (False, 0.0, None)
+            return (rule.on_change, rule.min_period, rule.max_period)
+
+        channels = []
+        try:
+            for cfg in config.channels:
+                databases = [load_dbc(p) for p in channel_dbcs(cfg)]
+                decoder = ChannelDecoder(cfg.name, databases, selector, change_rule,
+                                         config.selection.volatile)
+                channels.append(ChannelRuntime(cfg, open_source(cfg, clock, wait), decoder))
+        except BaseException:
+            for ch in channels:
+                ch.source.close()
+            raise
+        return cls(channels, rules)
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        """Run until every source is exhausted or ``stop`` is set."""
+        threads = [
+            threading.Thread(target=self._read, args=(i, ch, stop), name=f"source-{ch.config.name}",
+                             daemon=True)
+            for i, ch in enumerate(self.channels)
+        ]
+        for t in threads:
+            t.start()
+        running = len(threads)
+        decoders = [ch.decoder.decode for ch in self.channels]
+        keep = self.rules.filter_decoded
+        try:
+            while running:
+                try:
+                    item = self._queue.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    running -= 1
+                    continue
+                index, frames = item
+                self.frames_in += len(frames)
+                decode = decoders[index]
+                kept = []
+                for frame in frames:
+                    decoded = decode(frame)
+                    if decoded is not None:
+                        kept.extend(keep(decoded))
+                if kept:
+                    sink(kept)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=5)
+            for ch in self.channels:
+                ch.source.close()
+
+    def _read(self, index: int, ch: ChannelRuntime, stop: threading.Event) -> None:
+        live = getattr(ch.source, "live", False)
+        chunk: list[Frame] = []
+        started = time.monotonic()
+        try:
+            for frame in ch.source.frames(stop):
+                chunk.append(frame)
+                if len(chunk) >= CHUNK_FRAMES or (
+                    live and time.monotonic() - started >= CHUNK_SECONDS
+                ):
+                    self._hand_on(index, ch, chunk, live, stop)
+                    chunk = []
+                    started = time.monotonic()
+        except BavardError as exc:
+            ch.error = str(exc)
+            log.error("channel %s stopped: %s", ch.config.name, exc)
+        finally:
+            if chunk:
+                self._hand_on(index, ch, chunk, live, stop)
+            self._put_end(stop)
+
+    def _put_end(self, stop: threading.Event) -> None:
+        while True:
+            try:
+                self._queue.put(None, timeout=0.5)
+                return
+            except queue.Full:
+                if stop.is_set():
+                    return
+
+    def _hand_on(self, index: int, ch: ChannelRuntime, chunk: list[Frame], live: bool,
+                 stop: threading.Event) -> None:
+        if live:
+            try:
+                self._queue.put_nowait((index, chunk))
+            except queue.Full:
+                ch.dropped += len(chunk)
+            return
+        while not stop.is_set():
+            try:
+                self._queue.put((index, chunk), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+

@@ -1,0 +1,1 @@
+"""What to keep: signal selection, rate limits and on-change filtering."""

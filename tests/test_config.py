@@ -1,0 +1,182 @@
+"""The configuration file: good files load, every problem of a bad one is reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli.main import main
+from agent.config import DEFAULT_VOLATILE, load_config, parse_config
+from agent.errors import ConfigError
+
+DBC = 'VERSION ""\nBO_ 100 M: 8 X\n SG_ A : 0|8@1+ (1,0) [0|255] "" X\n'
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "car.dbc").write_text(DBC)
+    (tmp_path / "drive.log").write_text("(1.0) can0 064#01\n")
+    return tmp_path
+
+
+def problems(workdir: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, base_dir=workdir)
+    return info.value.problems
+
+
+def test_good_file_loads_into_frozen_dataclasses(workdir: Path) -> None:
+    path = workdir / "bavard.toml"
+    path.write_text("""
+[[channels]]
+name = "powertrain"
+interface = "socketcan"
+channel = "can0"
+bitrate = 500000
+dbc = ["car.dbc"]
+
+[[channels]]
+name = "replayed"
+log = "drive.log"
+dbc = "car.dbc"
+speed = 0
+
+[selection]
+include = ["M.*", "Engine*"]
+exclude = ["*Checksum"]
+
+[[signals]]
+match = "M.A"
+min_period = 0.1
+on_change = true
+deadband = 2.5
+max_period = 60
+""")
+    config = load_config(path)
+    first, second = config.channels
+    assert (first.kind, first.interface, first.channel, first.bitrate) == (
+        "socketcan" and "can", "socketcan", "can0", 500000)
+    assert first.dbc == (workdir / "car.dbc",)
+    assert (second.kind, second.log, second.speed) == ("replay", workdir / "drive.log", 0.0)
+    assert config.selection.include == ("M.*", "Engine*")
+    assert config.selection.volatile == DEFAULT_VOLATILE
+    (rule,) = config.rules
+    assert (rule.match, rule.min_period, rule.on_change, rule.deadband, rule.max_period) == (
+        "M.A", 0.1, True, 2.5, 60.0)
+    with pytest.raises(AttributeError):
+        rule.deadband = 1.0  # type: ignore[misc]
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path(workdir: Path) -> None:
+    found = problems(workdir, """
+colour = "red"
+
+[[channels]]
+name = "a"
+interface = "socketcan"
+channel = "can0"
+dbc = "x.dbc"
+bitrate = "fast"
+
+[[channels]]
+name = "b"
+log = "missing.log"
+dbc = ["car.dbc", "nope.dbc"]
+speed = -1
+extra = 1
+
+[[channels]]
+name = "c"
+interface = "no-such-bus"
+log = "drive.log"
+dbc = "car.dbc"
+
+[selection]
+include = "A*"
+exclude = [3]
+
+[[signals]]
+min_period = "often"
+deadband = 1
+""")
+    assert found == [
+        "colour: unknown key",
+        "channels[0].dbc: file not found: x.dbc",
+        "channels[0].bitrate: expected an integer, got a string",
+        "channels[1].extra: unknown key",
+        "channels[1].dbc[1]: file not found: nope.dbc",
+        "channels[1].log: log file not found: missing.log",
+        "channels[1].speed: must be a finite number >= 0, got -1",
+        "channels[2]: exactly one of interface, log, simulate = true is required "
+        "(found: interface, log)",
+        "channels[2].interface: unknown python-can interface 'no-such-bus' (known: "
+        + ", ".join(sorted(__import__("can").VALID_INTERFACES)) + ")",
+        "channels[2].channel: required with interface",
+        "selection.exclude[0]: expected a glob, got 3",
+        "signals[0].match: required",
+        "signals[0].deadband: only valid with on_change = true",
+        "signals[0].min_period: expected a number, got a string",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", ["channels: at least one [[channels]] entry is required"]),
+        ("channels = 3", ["channels: expected an array of tables, got an integer"]),
+        ('[[channels]]\nname = "a"\nsimulate = true\n[[channels]]\nname = "a"\nsimulate = true',
+         ["channels: duplicate channel name 'a'"]),
+        ('[[channels]]\nname = "a b"\nsimulate = true',
+         ["channels[0].name: must be a non-empty word, got 'a b'"]),
+        ('[[channels]]\nsimulate = true', ["channels[0].name: required"]),
+        ('[[channels]]\nname = "a"\nlog = "drive.log"',
+         ["channels[0].dbc: at least one DBC file is required"]),
+        ('[[channels]]\nname = "a"\nlog = "drive.log"\ndbc = "car.dbc"\nchannel = "can0"',
+         ["channels[0].channel: only valid with interface"]),
+        ('[[channels]]\nname = "a"\nsimulate = true\n[[signals]]\nmatch = "*"\ndeadband = 1',
+         ["signals[0].deadband: only valid with on_change = true"]),
+        ('[[channels]]\nname = "a"\nsimulate = true\n[[signals]]\nmatch = "*"\n'
+         "on_change = true\nmax_period = 0",
+         ["signals[0].max_period: must be > 0"]),
+        ('[[channels]]\nname = "a"\nsimulate = 1',
+         ["channels[0].simulate: expected true or false, got an integer",
+          "channels[0].dbc: at least one DBC file is required"]),
+        ("[[channels]\n", None),
+    ],
+)
+def test_each_bad_config_message(workdir: Path, text: str, expected: list[str] | None) -> None:
+    found = problems(workdir, text)
+    if expected is None:
+        assert len(found) == 1 and found[0].startswith("TOML syntax: ")
+        assert "line 1" in found[0]
+    else:
+        assert found == expected
+
+
+def test_simulator_channel_needs_no_dbc(workdir: Path) -> None:
+    config = parse_config('[[channels]]\nname = "sim"\nsimulate = true\nseed = 7', workdir)
+    (channel,) = config.channels
+    assert (channel.kind, channel.seed, channel.dbc) == ("simulator", 7, ())
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_cli_config_check(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = workdir / "bad.toml"
+    bad.write_text('[[channels]]\nname = "a"\nlog = "drive.log"\ndbc = "x.dbc"\n')
+    assert main(["config", "check", str(bad)]) == 1
+    assert capsys.readouterr().out == f"{bad}: channels[0].dbc: file not found: x.dbc\n"
+    good = workdir / "good.toml"
+    good.write_text('[[channels]]\nname = "a"\nlog = "drive.log"\ndbc = "car.dbc"\n')
+    assert main(["config", "check", str(good)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "ok: 1 channel(s): a (replay)" in captured.err
+
+
+def test_shipped_example_config_is_valid(root: Path) -> None:
+    load_config(root / "docs" / "bavard.example.toml")

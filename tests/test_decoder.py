@@ -1,0 +1,192 @@
+"""ChannelDecoder: counting what cannot be decoded, flags, the change filter; DBC loading."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cantools
+import pytest
+
+from agent.decode.dbc_files import load_dbc
+from agent.decode.decoder import ChannelDecoder
+from agent.errors import DbcError
+from agent.frames import OUT_OF_RANGE, TRUNCATED, Frame, Sample
+from tests.conftest import corpus
+
+DBC = """VERSION ""
+BO_ 100 Engine: 8 X
+ SG_ Rpm : 0|16@1+ (0.25,0) [0|8000] "rpm" X
+ SG_ Temp : 16|8@1+ (1,-40) [-40|150] "degC" X
+ SG_ Engine_Counter : 56|4@1+ (1,0) [0|15] "" X
+ SG_ Engine_Checksum : 60|4@1+ (1,0) [0|15] "" X
+BO_ 101 Gear: 2 X
+ SG_ Gear : 0|4@1+ (1,0) [0|6] "" X
+ SG_ Brake : 8|1@1+ (1,0) [0|1] "" X
+BO_ 2364540158 J1939: 8 X
+ SG_ Load : 0|8@1+ (1,0) [0|250] "%" X
+VAL_ 101 Gear 0 "P" 1 "R" 2 "N" 3 "D" ;
+"""
+
+OTHER = """VERSION ""
+BO_ 100 Duplicate: 8 X
+ SG_ Other : 0|8@1+ (1,0) [0|255] "" X
+BO_ 300 Door: 1 X
+ SG_ Open : 0|1@1+ (1,0) [0|1] "" X
+"""
+
+
+@pytest.fixture
+def dbs(tmp_path: Path) -> list[object]:
+    (tmp_path / "car.dbc").write_text(DBC)
+    (tmp_path / "other.dbc").write_text(OTHER)
+    return [load_dbc(tmp_path / "car.dbc"), load_dbc(tmp_path / "other.dbc")]
+
+
+def frame(fid: int, data: bytes, ts: float = 1.0, ext: bool = False) -> Frame:
+    return Frame(ts, "can0", fid, ext, False, data)
+
+
+class Samples:
+    """decoder.decode(frame) as a list of samples (empty when it returns None)."""
+
+    def __init__(self, decoder: ChannelDecoder) -> None:
+        self.decoder = decoder
+        self.stats = decoder.stats
+
+    def decode(self, f: Frame) -> list[Sample]:
+        decoded = self.decoder.decode(f)
+        return [] if decoded is None else decoded.samples()
+
+
+def test_several_dbcs_first_wins_and_unknown_ids_are_counted(dbs: list[object]) -> None:
+    decoder = Samples(ChannelDecoder("can0", dbs))
+    assert [s.signal for s in decoder.decode(frame(100, bytes(8)))] == [
+        "Rpm", "Temp", "Engine_Counter", "Engine_Checksum"]
+    assert [s.signal for s in decoder.decode(frame(300, b"\x01"))] == ["Open"]
+    for _ in range(3):
+        assert decoder.decode(frame(0x7FF, b"\x00")) == []
+    assert decoder.stats.unknown == {0x7FF: 3}
+
+
+def test_extended_ids_and_candump_8_digit_standard_ids(dbs: list[object]) -> None:
+    decoder = Samples(ChannelDecoder("can0", dbs))
+    (load,) = decoder.decode(frame(0x0CF004FE, b"\x2a" + bytes(7), ext=True))
+    assert (load.message, load.value, load.unit) == ("J1939", 42, "%")
+    # an 11-bit frame with the same number is not the 29-bit message
+    assert decoder.decode(frame(0x0CF004FE, bytes(8), ext=False)) == []
+    # candump writes 00000065 for an 11-bit id 0x065: extended flag, 11-bit message
+    gear = decoder.decode(frame(101, b"\x03\x01", ext=True))
+    assert [(s.signal, s.value, s.label) for s in gear] == [("Gear", 3, "D"), ("Brake", 1, None)]
+
+
+def test_values_out_of_range_are_flagged_and_counted(dbs: list[object]) -> None:
+    decoder = Samples(ChannelDecoder("can0", dbs))
+    samples = decoder.decode(frame(101, b"\x07\x00"))
+    assert samples[0].value == 7 and samples[0].flags == OUT_OF_RANGE
+    assert samples[1].flags == 0
+    assert decoder.stats.out_of_range == {(101, "Gear"): 1}
+
+
+def test_short_frames_decode_what_fits_flagged(dbs: list[object]) -> None:
+    decoder = Samples(ChannelDecoder("can0", dbs))
+    samples = decoder.decode(frame(100, b"\x10\x00\x5a"))
+    assert [(s.signal, s.value, s.flags) for s in samples] == [
+        ("Rpm", 4.0, TRUNCATED), ("Temp", 50, TRUNCATED)]
+    assert decoder.decode(frame(101, b"")) == []
+    assert decoder.stats.truncated == {100: 1, 101: 1}
+    # longer than the DBC says: trimmed, like cantools, and counted
+    assert len(decoder.decode(frame(101, b"\x01\x00\xff"))) == 2
+    assert decoder.stats.excess == {101: 1}
+
+
+def test_selection_compiles_only_wanted_signals(dbs: list[object]) -> None:
+    decoder = Samples(ChannelDecoder("can0", dbs, wanted=lambda m, s: s == "Temp"))
+    assert [s.signal for s in decoder.decode(frame(100, bytes(8)))] == ["Temp"]
+    assert decoder.decode(frame(101, b"\x01\x00")) == []
+    assert decoder.stats.unknown == {}  # known but not selected: not "unknown"
+
+
+def on_change(message: str, signal: str) -> tuple[bool, float, float | None]:
+    return (True, 0.0, 5.0)
+
+
+def test_change_filter_masks_counters_and_checksums(dbs: list[object]) -> None:
+    decoder = Samples(ChannelDecoder("can0", dbs, change_rule=on_change,
+                                     volatile=["*Counter", "*Checksum"]))
+    base = bytearray(8)
+    out = []
+    for i in range(6):
+        base[7] = (i & 0xF) | ((i * 7 & 0xF) << 4)  # counter and checksum change every frame
+        out.append(decoder.decode(frame(100, bytes(base), ts=1.0 + i * 0.01)))
+    assert [len(x) for x in out] == [4, 0, 0, 0, 0, 0]
+    base[0] = 8  # Rpm moves
+    assert len(decoder.decode(frame(100, bytes(base), ts=1.1))) == 4
+    assert decoder.stats.unchanged == 5
+    # unchanged, but the refresh period (the rules' max_period) has passed
+    assert len(decoder.decode(frame(100, bytes(base), ts=6.2))) == 4
+
+
+def test_change_filter_off_when_a_signal_keeps_every_value(dbs: list[object]) -> None:
+    def rule(message: str, signal: str) -> tuple[bool, float, float | None]:
+        return (signal != "Temp", 0.0, None)
+
+    decoder = Samples(ChannelDecoder("can0", dbs, change_rule=rule))
+    assert all(len(decoder.decode(frame(100, bytes(8)))) == 4 for _ in range(3))
+
+
+def test_change_filter_is_per_multiplexer_value(tmp_path: Path) -> None:
+    (tmp_path / "mux.dbc").write_text("""VERSION ""
+BO_ 200 Pages: 8 X
+ SG_ Page M : 0|8@1+ (1,0) [0|1] "" X
+ SG_ A m0 : 8|8@1+ (1,0) [0|255] "" X
+ SG_ B m1 : 8|8@1+ (1,0) [0|255] "" X
+""")
+    decoder = Samples(ChannelDecoder("can0", [load_dbc(tmp_path / "mux.dbc")],
+                                     change_rule=on_change))
+    page0, page1 = b"\x00\x05" + bytes(6), b"\x01\x09" + bytes(6)
+    counts = [len(decoder.decode(frame(200, d, ts=1 + i / 100)))
+              for i, d in enumerate([page0, page1, page0, page1, b"\x02" + bytes(7)])]
+    assert counts == [2, 2, 0, 0, 0]
+    assert decoder.stats.bad_mux == {200: 1}
+
+
+def test_strictly_rejected_dbc_loads_non_strict_with_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "overlap.dbc"
+    path.write_text('VERSION ""\nBO_ 1 M: 1 X\n SG_ A : 0|8@1+ (1,0) [0|0] "" X\n'
+                    ' SG_ B : 4|4@1+ (1,0) [0|0] "" X\n')
+    with caplog.at_level(logging.WARNING):
+        db = load_dbc(path)
+    assert [m.name for m in db.messages] == ["M"]
+    assert f"{path}: loaded with strict=False: " in caplog.text
+    assert "overlapping" in caplog.text
+
+
+def test_unloadable_dbc_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.dbc"
+    path.write_text('VERSION ""\n\nBO_ 100 M: 8 X\n SG_ B : 8|8@1+ (1,0 [0|0] "" X\n')
+    with pytest.raises(DbcError, match=rf"^{path}:4: not a loadable DBC: Invalid syntax"):
+        load_dbc(path)
+    with pytest.raises(DbcError, match="cannot read"):
+        load_dbc(tmp_path / "absent.dbc")
+
+
+def test_corpus_dbcs_that_cantools_rejects_strictly() -> None:
+    folder = corpus("cantools", "dbc")
+    for name in ("bad_message_length", "issue_63"):
+        assert load_dbc(folder / f"{name}.dbc").messages
+    with pytest.raises(DbcError, match=r"issue_199\.dbc: not a loadable DBC: Standard frame id"):
+        load_dbc(folder / "issue_199.dbc")
+
+
+def test_corpus_fd_and_choices() -> None:
+    db = load_dbc(corpus("cantools", "dbc", "fd_test.dbc"))
+    decoder = Samples(ChannelDecoder("can0", [db]))
+    for message in db.messages:
+        data = bytes(range(message.length))
+        got = {s.signal: s.value for s in decoder.decode(
+            Frame(0.0, "can0", message.frame_id, message.is_extended_frame, True, data))}
+        assert got == message.decode(data, decode_choices=False)
+    assert isinstance(cantools, object)
