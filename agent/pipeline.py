@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_FRAMES = 512  # frames per queue item
 CHUNK_SECONDS = 0.05  # a live source hands on what it has at least this often
+# (on a quiet bus: when its source calls on_idle, every can_bus.RECV_TIMEOUT)
 QUEUE_CHUNKS = 64  # bounded queue depth, in chunks
 
 Sink = Callable[[list[Sample]], None]
@@ -129,6 +130,9 @@ class Pipeline:
                 try:
                     item = self._queue.get(timeout=0.5)
                 except queue.Empty:
+                    # a reader that found the queue full at stop ended without its end marker
+                    if stop.is_set() and not any(t.is_alive() for t in threads):
+                        break
                     continue
                 if item is None:
                     running -= 1
@@ -154,6 +158,17 @@ class Pipeline:
         live = getattr(ch.source, "live", False)
         chunk: list[Frame] = []
         started = time.monotonic()
+
+        def flush() -> None:  # the bus went quiet: hand on what came before
+            nonlocal chunk, started
+            if chunk:
+                self._hand_on(index, ch, chunk, live, stop)
+                chunk = []
+                started = time.monotonic()
+
+        source: Any = ch.source
+        if live and hasattr(source, "on_idle"):
+            source.on_idle = flush
         try:
             for frame in ch.source.frames(stop):
                 chunk.append(frame)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import cantools
 import pytest
@@ -12,6 +13,7 @@ from agent.decode.dbc_files import load_dbc
 from agent.decode.decoder import ChannelDecoder
 from agent.errors import DbcError
 from agent.frames import OUT_OF_RANGE, TRUNCATED, Frame, Sample
+from agent.policy.selection import Selector
 from tests.conftest import corpus
 
 DBC = """VERSION ""
@@ -135,19 +137,33 @@ def test_change_filter_off_when_a_signal_keeps_every_value(dbs: list[object]) ->
     assert all(len(decoder.decode(frame(100, bytes(8)))) == 4 for _ in range(3))
 
 
-def test_change_filter_is_per_multiplexer_value(tmp_path: Path) -> None:
+def test_change_filter_with_multiplexed_pages(tmp_path: Path) -> None:
     (tmp_path / "mux.dbc").write_text("""VERSION ""
 BO_ 200 Pages: 8 X
  SG_ Page M : 0|8@1+ (1,0) [0|1] "" X
  SG_ A m0 : 8|8@1+ (1,0) [0|255] "" X
  SG_ B m1 : 8|8@1+ (1,0) [0|255] "" X
+ SG_ Shared : 16|8@1+ (1,0) [0|255] "" X
 """)
-    decoder = Samples(ChannelDecoder("can0", [load_dbc(tmp_path / "mux.dbc")],
-                                     change_rule=on_change))
-    page0, page1 = b"\x00\x05" + bytes(6), b"\x01\x09" + bytes(6)
-    counts = [len(decoder.decode(frame(200, d, ts=1 + i / 100)))
-              for i, d in enumerate([page0, page1, page0, page1, b"\x02" + bytes(7)])]
-    assert counts == [2, 2, 0, 0, 0]
+    db = load_dbc(tmp_path / "mux.dbc")
+
+    def counts(wanted: Any, payloads: list[bytes]) -> list[int]:
+        decoder = Samples(ChannelDecoder("can0", [db], wanted, change_rule=on_change))
+        return [len(decoder.decode(frame(200, d, ts=1 + i / 100)))
+                for i, d in enumerate(payloads)]
+
+    page0, page1 = bytes([0, 5, 7]) + bytes(5), bytes([1, 9, 7]) + bytes(5)
+    no_page = Selector(exclude=["Page"])
+    # each page is compared with the last frame of the same page
+    assert counts(no_page, [page0, page1, page0, page1]) == [2, 2, 0, 0]
+    # the multiplexer itself changes in every frame when pages alternate
+    assert counts(lambda m, s: True, [page0, page1, page0, page1]) == [3, 3, 3, 3]
+    # a signal outside the pages is compared with the last frame of any page:
+    # 7 -> 8 (page 1) -> 7 (page 0, same bits as the last page-0 frame) is a change
+    page1_shared = bytes([1, 9, 8]) + bytes(5)
+    assert counts(no_page, [page0, page1_shared, page0]) == [2, 2, 2]
+    decoder = ChannelDecoder("can0", [db], change_rule=on_change)
+    assert decoder.decode(frame(200, b"\x02" + bytes(7))) is None
     assert decoder.stats.bad_mux == {200: 1}
 
 

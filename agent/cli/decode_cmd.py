@@ -90,16 +90,19 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(progress.close)
         csv_writer = CsvWriter(out) if args.format == "csv" else None
         chunk: list[Sample] = []
+        samples = 0
         for n, frame in enumerate(source.frames(), 1):
             decoded = decoder.decode(frame)
             if decoded is not None:
                 chunk.extend(decoded.samples())
             if n % 4096 == 0:
+                samples += len(chunk)
                 _write(chunk, out, csv_writer)
                 chunk = []
                 progress.update(n + sum(source.stats.skipped.values()))
+        samples += len(chunk)
         _write(chunk, out, csv_writer)
-    _report(source.stats.frames, source.stats.skipped, decoder)
+    _report(source.stats.frames, samples, source.stats.skipped, decoder)
     return 0
 
 
@@ -110,9 +113,9 @@ def _write(samples: list[Sample], out: IO[str], csv_writer: CsvWriter | None) ->
         write_jsonl(samples, out)
 
 
-def _report(frames: int, skipped: Any, decoder: Any) -> None:
+def _report(frames: int, samples: int, skipped: Any, decoder: Any) -> None:
     st = decoder.stats
-    parts = [f"{frames} frames", f"{st.decoded} decoded", f"{st.samples} samples"]
+    parts = [f"{frames} frames", f"{st.decoded} decoded", f"{samples} samples"]
     if skipped:
         parts.append("skipped lines: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
     for label, counter in (("unknown ids", st.unknown), ("short frames", st.truncated),

@@ -1,43 +1,59 @@
-"""Compile a cantools message into one Python function that decodes it.
+"""Compile a cantools message into Python functions that decode it.
 
 cantools' ``decode_message`` goes through bitstruct, dicts and a conversion
 object per signal. For a message known in advance we can instead generate the
-shifts and masks once::
+shifts and masks once. Two functions come out of one generated body::
 
-    def decode(data):
-        B = _from_bytes(data, "big"); L = _from_bytes(data, "little")
-        r0 = (L >> 0) & 0xFFFF
-        r1 = (L >> 16) & 0xFF
-        vr0 = r0
-        vr1 = r1 * 0.5 + -40.0
-        return S0, (vr0, vr1), None, 0 <= vr0 <= 100 and -40 <= vr1 <= 85
+    def values(data):                      # (signals, values, labels, in range?)
+        L = _from_bytes(data, 'little')
+        r0 = ((L >> 0) & 0xffff)
+        r1 = ((L >> 16) & 0xff)
+        vr0 = r0 * 0.25
+        vr1 = r1 * 1 + -40
+        return _S0, (vr0, vr1, ), None, -40 <= vr1 <= 150
+
+    def decode(data, ts, channel):         # a Decoded record, or None if unchanged
+        W = _from_bytes(data, 'big')       # only with a change filter
+        b = W & 0xffffff0000000000
+        if _last.get(0) == b:
+            return None
+        _last[0] = b
+        ...same body...
+        if -40 <= vr1 <= 150:
+            return _new(_Decoded, (ts, channel, 'Engine', _S0, (vr0, vr1, ), None, None))
+        return _flag(_new(_Decoded, (...)))
 
 The arithmetic is the same as cantools' (integer scale and offset stay
 integers, identity conversions return the raw value, IEEE floats are unpacked
 from the same bits), so values are identical. Multiplexed messages become
-nested ``if`` branches on the multiplexer value; each branch returns its own
-tuple of signal descriptions, so the caller pairs values with signals by
-position. The third item holds the DBC choice label of each value (or None
-for the whole tuple when the branch has no signal with choices), the fourth
-tells whether every value is within its DBC range.
+nested ``if`` branches on the multiplexer value; each branch has its own
+tuple of signal descriptions, paired with the values by position. Labels are
+the DBC choice names (None for the whole tuple when no signal has choices).
+Range checks are generated only for signals whose bits can hold a value
+outside the DBC's range.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from agent.frames import SignalInfo
+from agent.frames import Decoded, SignalInfo
 
-# decode(data) -> (signals, values, labels or None, all values in range?);
-# KeyError for an unknown multiplexer value
-DecodeFn = Callable[
+log = logging.getLogger(__name__)
+
+# values(data) -> (signals, values, labels or None, all values in range?)
+ValuesFn = Callable[
     [bytes],
     tuple[tuple[SignalInfo, ...], tuple[Any, ...], tuple[str | None, ...] | None, bool],
 ]
+# decode(data, timestamp, channel) -> Decoded, or None when the change filter skips it
+DecodeFn = Callable[[bytes, float, str], Decoded | None]
+# Both raise KeyError for a multiplexer value that the DBC does not define.
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +80,13 @@ def big_word_mask(field: BitField, length: int) -> int:
     """The field's bits as a mask over ``int.from_bytes(data, "big")``."""
     if field.word == "B":
         return field.mask << field.shift
-    little = field.mask << field.shift
+    little = (field.mask << field.shift) & ((1 << 8 * length) - 1)
     return int.from_bytes(little.to_bytes(length, "little"), "big")
+
+
+def _big_to_little(mask: int, length: int) -> int:
+    """A mask over the big-endian word of a frame, as a mask over its little-endian word."""
+    return int.from_bytes(mask.to_bytes(length, "big"), "little")
 
 
 def _numeric_conversion(signal: Any) -> Any:
@@ -124,33 +145,72 @@ def _always_in_range(signal: Any, minimum: float, maximum: float) -> bool:
     return bool(minimum <= min(ends) and max(ends) <= maximum)
 
 
+class _Return(NamedTuple):
+    """Where a branch of the generated body returns, and what."""
+
+    indent: str
+    const: str  # the name of the branch's SignalInfo tuple
+    values: str
+    labels: str
+    in_range: str  # an expression, "True" when no value needs a range check
+
+
+Line = str | _Return
+
+
+@dataclass(frozen=True)
+class ChangeFilter:
+    """Skip a frame whose ``common_mask`` bits equal those of the last frame and whose
+    ``page_mask`` bits equal those of the last frame with the same ``selector_mask``
+    bits (multiplexer value), unless ``refresh`` seconds passed. Masks are over
+    ``int.from_bytes(data, "big")``."""
+
+    common_mask: int  # signals in every frame (the multiplexer itself, when selected)
+    page_mask: int = 0  # multiplexed signals
+    selector_mask: int = 0
+    refresh: float | None = None
+
+
 @dataclass
 class CompiledMessage:
-    """A message's generated decoder and what the change filter needs."""
+    """A message's generated decoders."""
 
     name: str
-    frame_id: int
-    is_extended: bool
     length: int
+    values: ValuesFn
     decode: DecodeFn
-    selector_mask: int  # bits of the multiplexer signals (big-endian word)
     selector_bytes: int  # a frame shorter than this cannot pick its branch
-    source: str  # generated code, for debugging
+    source: str  # the generated code, for debugging
+
+
+def multiplexer_mask(message: Any) -> int:
+    """The bits of all multiplexer signals of ``message`` (big-endian word)."""
+    mask = 0
+    for signal in message.signals:
+        if signal.is_multiplexer:
+            mask |= big_word_mask(bit_field(signal, message.length), message.length)
+    return mask
 
 
 def compile_message(
     message: Any,
     wanted: Callable[[str, str], bool],
+    change: ChangeFilter | None = None,
+    flag: Callable[[Decoded], Decoded] | None = None,
 ) -> CompiledMessage | None:
-    """Generate the decoder for the signals of ``message`` that ``wanted(msg, sig)``.
+    """Generate the decoders for the signals of ``message`` that ``wanted(msg, sig)``.
 
     Multiplexer signals are always read (to pick a branch) but only returned
-    when wanted. Returns None when no signal of the message is wanted.
+    when wanted. ``change`` adds the change filter to ``decode``; ``flag`` is
+    called with a record holding a value outside its DBC range (default: returned
+    as is). Returns None when no signal of the message is wanted.
     """
     length = message.length
-    namespace: dict[str, Any] = {"_from_bytes": int.from_bytes}
+    namespace: dict[str, Any] = {
+        "_from_bytes": int.from_bytes, "_new": tuple.__new__, "_Decoded": Decoded,
+        "_flag": flag or (lambda d: d), "_last": {}, "_name": message.name,
+    }
     counter = [0]
-    selector_mask = 0
     selector_bytes = 0
     any_wanted = False
 
@@ -164,40 +224,43 @@ def compile_message(
         return SignalInfo(message.name, signal.name, signal.unit or "", minimum, maximum,
                           choices, bit_field(signal, length).needed_bytes)
 
-    def body(tree: list[Any], taken: list[tuple[Any, str]], indent: str) -> list[str]:
-        """Lines decoding ``tree``; ``taken`` holds (signal, raw variable) read so far."""
-        nonlocal selector_mask, selector_bytes, any_wanted
-        lines: list[str] = []
+    # a multiplexer already read: (signal, variable holding its raw value, branches)
+    Pending = tuple[Any, str, dict[int, list[Any]]]
+
+    def body(tree: list[Any], taken: list[tuple[Any, str]], pending: list[Pending],
+             indent: str) -> list[Line]:
+        """Lines decoding ``tree``; ``taken`` holds (signal, raw variable) read so far,
+        in cantools' order; ``pending`` the multiplexers read but not yet branched on."""
+        nonlocal selector_bytes, any_wanted
+        lines: list[Line] = []
         taken = list(taken)
-        mux_nodes: list[tuple[Any, dict[int, list[Any]]]] = []
+        pending = list(pending)
         for node in tree:
-            if isinstance(node, str):
-                signal = message.get_signal_by_name(node)
-                if wanted(message.name, node):
-                    index = counter[0]
-                    counter[0] += 1
-                    var = f"r{index}"
-                    lines.append(f"{indent}{var} = {_expression(signal, length, namespace)}")
+            names = [node] if isinstance(node, str) else list(node)
+            for name in names:
+                signal = message.get_signal_by_name(name)
+                is_mux = not isinstance(node, str)
+                if not (is_mux or wanted(message.name, name)):
+                    continue
+                if bit_field(signal, length).needed_bytes > length:
+                    log.warning("%s.%s does not fit in the message's %d bytes: not decoded",
+                                message.name, name, length)
+                    continue
+                var = f"r{counter[0]}"
+                counter[0] += 1
+                lines.append(f"{indent}{var} = {_expression(signal, length, namespace)}")
+                if wanted(message.name, name):
                     taken.append((signal, var))
                     any_wanted = True
-            else:
-                for mux_name, branches in node.items():
-                    mux_nodes.append((message.get_signal_by_name(mux_name), branches))
-        if not mux_nodes:
+                if is_mux:
+                    selector_bytes = max(selector_bytes, bit_field(signal, length).needed_bytes)
+                    pending.append((signal, var, node[name]))
+        if not pending:
             lines.extend(_return(taken, indent))
             return lines
-        # independent multiplexers at one level: branch on the first, and
-        # decode the others inside each of its branches
-        (mux, branches), rest = mux_nodes[0], [{m.name: b} for m, b in mux_nodes[1:]]
-        mux_field = bit_field(mux, length)
-        selector_mask |= big_word_mask(mux_field, length)
-        selector_bytes = max(selector_bytes, mux_field.needed_bytes)
-        mux_var = f"m{counter[0]}"
-        counter[0] += 1
-        lines.append(f"{indent}{mux_var} = {_expression(mux, length, namespace)}")
-        if wanted(message.name, mux.name):
-            taken.append((mux, mux_var))
-            any_wanted = True
+        # independent multiplexers at one level: branch on the first, and on the
+        # others inside each of its branches
+        (_mux, mux_var, branches), rest = pending[0], pending[1:]
         by_subtree: dict[int, list[int]] = {}
         subtrees: dict[int, list[Any]] = {}
         for value, subtree in branches.items():
@@ -208,58 +271,122 @@ def compile_message(
             test = (f"{mux_var} == {values[0]}" if len(values) == 1
                     else f"{mux_var} in {frozenset(values)!r}")
             lines.append(f"{indent}{keyword} {test}:")
-            lines.extend(body(subtrees[key] + rest, taken, indent + "    "))
+            lines.extend(body(subtrees[key], taken, rest, indent + "    "))
             keyword = "elif"
         lines.append(f"{indent}raise KeyError({mux_var})")
         return lines
 
     returns = [0]
 
-    def _return(taken: list[tuple[Any, str]], indent: str) -> list[str]:
+    def _return(taken: list[tuple[Any, str]], indent: str) -> list[Line]:
+        """The end of a branch: scale, check ranges, then a :class:`_Return` that
+        each of the two functions turns into its own return statement."""
         const = f"_S{returns[0]}"
         returns[0] += 1
         infos = tuple(info(sig) for sig, _var in taken)
         namespace[const] = infos
-        lines = []
+        lines: list[Line] = []
         checks = []
         labels = []
+        names = []
         for i, (sig, var) in zip(infos, taken, strict=True):
-            lines.append(f"{indent}v{var} = {_scaled(sig, var, namespace)}")
+            scaled = _scaled(sig, var, namespace)
+            name = var if scaled == var else f"v{var}"
+            if name != var:
+                lines.append(f"{indent}{name} = {scaled}")
+            names.append(name)
             if (i.minimum is not None and i.maximum is not None
                     and not _always_in_range(sig, i.minimum, i.maximum)):
                 lo = _literal(i.minimum, namespace, f"_min_{var}")
                 hi = _literal(i.maximum, namespace, f"_max_{var}")
-                checks.append(f"{lo} <= v{var} <= {hi}")
+                checks.append(f"{lo} <= {name} <= {hi}")
             if i.choices:
                 namespace[f"_choices_{var}"] = i.choices
                 labels.append(f"_choices_{var}.get({var}), ")
             else:
                 labels.append("None, ")
-        values = "".join(f"v{var}, " for _sig, var in taken)
+        values = "".join(f"{name}, " for name in names)
         label_expr = f"({''.join(labels)})" if any(i.choices for i in infos) else "None"
         in_range = " and ".join(checks) if checks else "True"
-        lines.append(f"{indent}return {const}, ({values}), {label_expr}, {in_range}")
+        lines.append(_Return(indent, const, values, label_expr, in_range))
         return lines
 
-    lines = body(message.signal_tree, [], "    ")
+    lines = body(message.signal_tree, [], [], "    ")
     if not any_wanted:
         return None
-    header = ["def decode(data):"]
-    code = "\n".join(lines)
-    if "B >>" in code:
-        header.append("    B = _from_bytes(data, 'big')")
-    if "L >>" in code:
-        header.append("    L = _from_bytes(data, 'little')")
-    source = "\n".join(header + lines) + "\n"
+    code = "\n".join(line for line in lines if isinstance(line, str))
+
+    uses_big, uses_little = "B >>" in code, "L >>" in code
+
+    def unpack(skip: str = "") -> list[str]:
+        """Lines computing the words the body reads, but ``skip`` (already there)."""
+        out = []
+        if uses_big and skip != "B":
+            out.append("    B = _from_bytes(data, 'big')")
+        if uses_little and skip != "L":
+            out.append("    L = _from_bytes(data, 'little')")
+        return out
+
+    values_fn = ["def values(data):", *unpack()]
+    for line in lines:
+        values_fn += [line] if isinstance(line, str) else [
+            f"{line.indent}return {line.const}, ({line.values}), {line.labels}, {line.in_range}"]
+    decode_fn = ["def decode(data, ts, channel):"]
+    # test the change and look up the memo on the word the body reads anyway
+    # (little-endian if only Intel signals): one from_bytes, masks, dict look-ups
+    word, order = ("L", "little") if uses_little and not uses_big else ("B", "big")
+
+    def mask(big_mask: int) -> str:
+        return f"{_big_to_little(big_mask, length) if word == 'L' else big_mask:#x}"
+
+    decode_fn.append(f"    {word} = _from_bytes(data, '{order}')")
+    if change is not None:
+        decode_fn += _change_test(change, word, mask, namespace)
+    decode_fn += unpack(skip=word)
+    for line in lines:
+        decode_fn += [line] if isinstance(line, str) else _decode_return(line)
+    source = "\n".join(values_fn) + "\n\n" + "\n".join(decode_fn) + "\n"
     exec(compile(source, f"<bavard decoder {message.name}>", "exec"), namespace)
-    fn = namespace["decode"]
     return CompiledMessage(
         name=message.name,
-        frame_id=message.frame_id,
-        is_extended=bool(message.is_extended_frame),
         length=length,
-        decode=fn,
-        selector_mask=selector_mask,
+        values=namespace["values"],
+        decode=namespace["decode"],
         selector_bytes=selector_bytes,
         source=source,
     )
+
+
+def _change_test(change: ChangeFilter, word: str, mask: Callable[[int], str],
+                 namespace: dict[str, Any]) -> list[str]:
+    """Lines that return None when the frame's selected bits did not change."""
+    namespace["_refresh"] = change.refresh
+    namespace["_common"] = [None, None]  # [bits, timestamp] of the last decoded frame
+    fresh = "" if change.refresh is None else " and ts - p[1] < _refresh"
+    if not change.page_mask:
+        return [
+            f"    b = {word} & {mask(change.common_mask)}",
+            "    p = _common",
+            f"    if p[0] == b{fresh}:",
+            "        return None",
+            "    p[0] = b",
+            "    p[1] = ts",
+        ]
+    return [
+        f"    k = {word} & {mask(change.selector_mask)}",
+        f"    c = {word} & {mask(change.common_mask)}",
+        f"    b = {word} & {mask(change.page_mask)}",
+        "    p = _last.get(k)",
+        f"    if _common[0] == c and p is not None and p[0] == b{fresh}:",
+        "        return None",
+        "    _common[0] = c",
+        "    _last[k] = (b, ts)",
+    ]
+
+
+def _decode_return(r: _Return) -> list[str]:
+    record = f"_new(_Decoded, (ts, channel, _name, {r.const}, ({r.values}), {r.labels}, None))"
+    if r.in_range == "True":
+        return [f"{r.indent}return {record}"]
+    return [f"{r.indent}if {r.in_range}:", f"{r.indent}    return {record}",
+            f"{r.indent}return _flag({record})"]

@@ -18,27 +18,35 @@ decoded, their values flagged ``TRUNCATED`` / ``OUT_OF_RANGE``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.decode.compile import CompiledMessage, big_word_mask, bit_field, compile_message
+from agent.decode.compile import (
+    ChangeFilter,
+    CompiledMessage,
+    DecodeFn,
+    big_word_mask,
+    bit_field,
+    compile_message,
+    multiplexer_mask,
+)
 from agent.frames import OUT_OF_RANGE, TRUNCATED, Decoded, Frame, SignalInfo
 from agent.policy.selection import any_matches
 
 log = logging.getLogger(__name__)
 
 EXTENDED = 1 << 31  # key bit that separates 29-bit from 11-bit ids
+MAX_IGNORED = 1 << 16  # ids remembered as unknown or unselected (a flood of ids is bounded)
 
 
 @dataclass
 class DecodeStats:
-    frames: int = 0
     decoded: int = 0
     unchanged: int = 0  # skipped by the change filter: same selected bits as before
-    samples: int = 0
     unknown: Counter[int] = field(default_factory=Counter)  # id -> frames
     truncated: Counter[int] = field(default_factory=Counter)  # id -> frames shorter than DBC
     excess: Counter[int] = field(default_factory=Counter)  # id -> frames longer than DBC
@@ -46,22 +54,12 @@ class DecodeStats:
     out_of_range: Counter[tuple[int, str]] = field(default_factory=Counter)  # (id, signal)
 
 
-@dataclass
-class _Entry:
-    compiled: CompiledMessage
-    skippable: bool
-    change_mask: int
-    selector_mask: int
-    refresh: float | None  # decode an unchanged frame anyway after this long (heartbeats)
-    last: dict[int, tuple[int, float]] = field(default_factory=dict)  # selector -> (bits, ts)
-
-
-# rule(message, signal) -> (on_change, min_period, max_period) or None when not on-change
+# rule(message, signal) -> (on_change, min_period, max_period)
 ChangeRule = Callable[[str, str], tuple[bool, float, float | None]]
 
 
 class ChannelDecoder:
-    """Turns frames of one channel into samples.
+    """Turns frames of one channel into :class:`Decoded` records.
 
     ``databases``: cantools databases, earlier ones win on duplicate ids.
     ``wanted(message, signal)``: the selection. ``change_rule``: tells which
@@ -78,10 +76,12 @@ class ChannelDecoder:
     ) -> None:
         self.channel = channel
         self.stats = DecodeStats()
-        self._exact: dict[int, _Entry] = {}
+        self._exact: dict[int, CompiledMessage] = {}
         # 11-bit messages, for extended frames with small ids (candump's 8-digit ids)
-        self._standard: dict[int, _Entry] = {}
+        self._standard: dict[int, CompiledMessage] = {}
         self._known: set[int] = set()  # ids defined in the DBCs, selected or not
+        # key -> True for an unknown id, False for one with no selected signal
+        self._ignored: dict[int, bool] = {}
         volatile = tuple(volatile)
         for db in databases:
             for message in db.messages:
@@ -91,77 +91,95 @@ class ChannelDecoder:
                                 channel, message.name, message.frame_id)
                     continue
                 self._known.add(key)
-                compiled = compile_message(message, wanted)
+                compiled = compile_message(
+                    message, wanted, _change_filter(message, wanted, change_rule, volatile),
+                    functools.partial(self._flag_range, message.frame_id))
                 if compiled is None:
                     continue
-                entry = self._entry(message, compiled, wanted, change_rule, volatile)
-                self._exact[key] = entry
+                self._exact[key] = compiled
                 if not message.is_extended_frame:
-                    self._standard[message.frame_id] = entry
+                    self._standard[message.frame_id] = compiled
+        self.decode = self._fast_path()
 
-    @staticmethod
-    def _entry(message: Any, compiled: CompiledMessage, wanted: Callable[[str, str], bool],
-               change_rule: ChangeRule | None, volatile: tuple[str, ...]) -> _Entry:
-        selected = [s for s in message.signals if wanted(message.name, s.name)]
-        rules = [change_rule(message.name, s.name) for s in selected] if change_rule else []
-        skippable = bool(rules) and all(on and min_period == 0 for on, min_period, _ in rules)
-        refresh_periods = [r[2] for r in rules if r[2] is not None]
-        change_mask = compiled.selector_mask
-        for s in selected:
-            if not any_matches(volatile, message.name, s.name):
-                change_mask |= big_word_mask(bit_field(s, message.length), message.length)
-        return _Entry(compiled, skippable, change_mask, compiled.selector_mask,
-                      min(refresh_periods) if refresh_periods else None)
+    def _fast_path(self) -> Callable[[Frame], Decoded | None]:
+        """``decode``, specialised: a closure over local names, two dict look-ups for
+        the frames that matter; anything unusual goes to :meth:`_decode_checked`."""
+        fast: dict[int, tuple[int, DecodeFn, CompiledMessage]] = {
+            key: (c.length, c.decode, c) for key, c in self._exact.items()}
+        ignored = self._ignored
+        stats = self.stats
+        unknown = stats.unknown
+        checked = self._decode_checked
+        bad_mux = self._bad_mux
+
+        def decode(frame: Frame) -> Decoded | None:
+            """The selected signals of ``frame``; None when unknown, unselected or unchanged."""
+            fid = frame[2]
+            key = fid | EXTENDED if frame[3] else fid
+            entry = fast.get(key)
+            if entry is not None:
+                data = frame[5]
+                if len(data) == entry[0]:
+                    try:
+                        decoded = entry[1](data, frame[0], frame[1])
+                    except KeyError as exc:
+                        bad_mux(fid, entry[2].name, exc)
+                        return None
+                    if decoded is None:
+                        stats.unchanged += 1
+                    else:
+                        stats.decoded += 1
+                    return decoded
+            else:
+                is_unknown = ignored.get(key)
+                if is_unknown is not None:
+                    if is_unknown:
+                        unknown[fid] += 1
+                    return None
+            return checked(frame)
+
+        return decode
+
+    def _decode_checked(self, frame: Frame) -> Decoded | None:
+        """``decode`` for any frame: first sight of an unknown or unselected id, an
+        extended frame for an 11-bit message, a wrong length."""
+        fid = frame.arbitration_id
+        key = fid | EXTENDED if frame.is_extended else fid
+        compiled = self._exact.get(key)
+        if compiled is None:
+            # candump marks an 8-hex-digit id extended even when the DBC says 11-bit
+            compiled = self._standard.get(fid) if frame.is_extended else None
+            if compiled is None:
+                is_unknown = not self.is_known(frame)
+                if is_unknown:
+                    self.stats.unknown[fid] += 1
+                if len(self._ignored) < MAX_IGNORED:
+                    self._ignored[key] = is_unknown
+                return None
+        data = frame.data
+        if len(data) != compiled.length:
+            if len(data) < compiled.length:
+                return self._decode_short(frame, compiled)
+            self.stats.excess[fid] += 1
+            data = data[: compiled.length]
+        try:
+            decoded = compiled.decode(data, frame.timestamp, frame.channel)
+        except KeyError as exc:
+            self._bad_mux(fid, compiled.name, exc)
+            return None
+        if decoded is None:
+            self.stats.unchanged += 1
+        else:
+            self.stats.decoded += 1
+        return decoded
 
     def is_known(self, frame: Frame) -> bool:
         fid = frame.arbitration_id
         return (fid | EXTENDED if frame.is_extended else fid) in self._known or (
             frame.is_extended and fid in self._known)
 
-    def decode(self, frame: Frame) -> Decoded | None:
-        """The selected signals of ``frame``; None when unknown, unselected or unchanged."""
-        stats = self.stats
-        stats.frames += 1
-        fid = frame.arbitration_id
-        entry = self._exact.get(fid | EXTENDED if frame.is_extended else fid)
-        if entry is None:
-            # candump marks an 8-hex-digit id extended even when the DBC says 11-bit
-            entry = self._standard.get(fid) if frame.is_extended else None
-            if entry is None:
-                if not self.is_known(frame):
-                    stats.unknown[fid] += 1
-                return None
-        data = frame.data
-        compiled = entry.compiled
-        if len(data) != compiled.length:
-            if len(data) < compiled.length:
-                return self._decode_short(frame, entry)
-            stats.excess[fid] += 1
-            data = data[: compiled.length]
-        if entry.skippable:
-            ts = frame.timestamp
-            word = int.from_bytes(data, "big")
-            selector = word & entry.selector_mask
-            bits = word & entry.change_mask
-            previous = entry.last.get(selector)
-            if previous is not None and previous[0] == bits and (
-                entry.refresh is None or ts - previous[1] < entry.refresh
-            ):
-                stats.unchanged += 1
-                return None
-            entry.last[selector] = (bits, ts)
-        try:
-            infos, values, labels, in_range = compiled.decode(data)
-        except KeyError as exc:
-            self._bad_mux(fid, compiled.name, exc)
-            return None
-        stats.decoded += 1
-        stats.samples += len(values)
-        if in_range:
-            return Decoded(frame.timestamp, frame.channel, compiled.name, infos, values, labels,
-                           None)
-        return Decoded(frame.timestamp, frame.channel, compiled.name, infos, values, labels,
-                       self._range_flags(fid, infos, values, 0))
+    def _flag_range(self, fid: int, decoded: Decoded) -> Decoded:
+        return decoded._replace(flags=self._range_flags(fid, decoded.signals, decoded.values, 0))
 
     def _range_flags(self, fid: int, infos: tuple[SignalInfo, ...], values: tuple[Any, ...],
                      base: int) -> tuple[int, ...]:
@@ -175,16 +193,15 @@ class ChannelDecoder:
                 flags.append(base)
         return tuple(flags)
 
-    def _decode_short(self, frame: Frame, entry: _Entry) -> Decoded | None:
+    def _decode_short(self, frame: Frame, compiled: CompiledMessage) -> Decoded | None:
         """A frame shorter than the DBC says: the signals that fit, flagged TRUNCATED."""
-        compiled = entry.compiled
         fid = frame.arbitration_id
         self.stats.truncated[fid] += 1
         available = len(frame.data)
         if available < compiled.selector_bytes:
             return None
         try:
-            infos, values, labels, _ = compiled.decode(frame.data.ljust(compiled.length, b"\0"))
+            infos, values, labels, _ = compiled.values(frame.data.ljust(compiled.length, b"\0"))
         except KeyError as exc:
             self._bad_mux(fid, compiled.name, exc)
             return None
@@ -195,7 +212,6 @@ class ChannelDecoder:
         values = tuple(values[i] for i in keep)
         labels = tuple(labels[i] for i in keep) if labels is not None else None
         self.stats.decoded += 1
-        self.stats.samples += len(values)
         return Decoded(frame.timestamp, frame.channel, compiled.name, infos, values, labels,
                        self._range_flags(fid, infos, values, TRUNCATED))
 
@@ -204,3 +220,31 @@ class ChannelDecoder:
             log.warning("%s: %s (0x%X): unknown multiplexer value %s", self.channel, name, fid,
                         exc.args[0] if exc.args else "?")
         self.stats.bad_mux[fid] += 1
+
+
+def _change_filter(message: Any, wanted: Callable[[str, str], bool],
+                   change_rule: ChangeRule | None, volatile: tuple[str, ...]
+                   ) -> ChangeFilter | None:
+    """The change filter of a message whose selected signals are all kept only on change
+    (without a minimum period); None when any selected signal keeps every value, or
+    when the message nests multiplexers."""
+    if change_rule is None:
+        return None
+    selected = [s for s in message.signals if wanted(message.name, s.name)]
+    rules = [change_rule(message.name, s.name) for s in selected]
+    if not rules or not all(on and min_period == 0 for on, min_period, _ in rules):
+        return None
+    if sum(1 for s in message.signals if s.is_multiplexer) > 1:
+        return None
+    common = page = 0
+    for s in selected:
+        if any_matches(volatile, message.name, s.name):
+            continue
+        bits = big_word_mask(bit_field(s, message.length), message.length)
+        if s.multiplexer_ids:
+            page |= bits
+        else:
+            common |= bits
+    refresh = [r[2] for r in rules if r[2] is not None]
+    return ChangeFilter(common, page, multiplexer_mask(message) if page else 0,
+                        min(refresh) if refresh else None)

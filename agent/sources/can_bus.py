@@ -8,7 +8,7 @@ vendor library only fails when that interface is chosen.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from agent.errors import SourceError
@@ -19,9 +19,14 @@ RECV_TIMEOUT = 0.2  # seconds: how soon a stop request is noticed on a quiet bus
 
 
 class CanBusSource(Source):
-    """A python-can bus, opened on construction."""
+    """A python-can bus, opened on construction.
+
+    ``on_idle``, when set, is called in the reading thread each time the bus
+    has been quiet for :data:`RECV_TIMEOUT` (the pipeline hands on what it holds).
+    """
 
     live = True
+    on_idle: Callable[[], None] | None = None
 
     def __init__(
         self,
@@ -64,6 +69,8 @@ class CanBusSource(Source):
             except (can.CanError, OSError) as exc:
                 raise SourceError(f"channel {name!r}: {self.where}: {exc}") from exc
             if msg is None:
+                if self.on_idle is not None:
+                    self.on_idle()
                 continue
             if msg.is_error_frame:
                 skipped["error_frame"] += 1

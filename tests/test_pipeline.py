@@ -1,0 +1,361 @@
+"""End to end: a TOML config -> Pipeline.from_config -> run(sink, stop).
+
+The shipped sample drive (84,240 frames of the demo vehicle) is replayed at
+speed 0 and what the pipeline keeps is compared with an independent reference:
+the log parsed here with a regular expression, every frame decoded with
+cantools' ``decode_message``, and selection and on-change applied in plain
+Python. Every wait is bounded: the pipeline runs in a thread joined with a
+timeout, and stop events are set by the test.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import can
+import cantools
+import pytest
+
+import agent.pipeline
+from agent.config import parse_config
+from agent.frames import Sample
+from agent.pipeline import Pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+DBC = ROOT / "dbc" / "demo_vehicle.dbc"
+SAMPLE = ROOT / "tests" / "data" / "sample_drive.log"
+SAMPLE_FRAMES = 84_240
+SAMPLE_SIGNALS = 477_840  # decoded values in the sample drive, every signal selected
+RUN_TIMEOUT = 60.0  # seconds: a run of the whole sample drive takes a few
+STOP_BOUND = 2.0  # seconds: a stop request must end a run within this
+LINE = re.compile(r"\((\d+\.\d{6})\) can0 ([0-9A-F]{3}|[0-9A-F]{8})#((?:[0-9A-F]{2})*)")
+
+# (timestamp, message name, {signal: value}) per frame, as cantools decodes it
+Reference = list[tuple[float, str, dict[str, Any]]]
+
+
+@pytest.fixture(scope="module")
+def db() -> Any:
+    return cantools.database.load_file(str(DBC))
+
+
+def reference_decode(db: Any, lines: list[str]) -> Reference:
+    """Each candump line parsed by a regex and decoded by cantools (raw values, no labels)."""
+    out: Reference = []
+    for line in lines:
+        match = LINE.fullmatch(line.rstrip("\n"))
+        assert match, line
+        ts, ident, data = match.groups()
+        frame_id = int(ident, 16)
+        message = db.get_message_by_frame_id(frame_id)
+        values = db.decode_message(frame_id, bytes.fromhex(data), decode_choices=False)
+        out.append((float(ts), message.name, values))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample_reference(db: Any) -> Reference:
+    lines = SAMPLE.read_text(encoding="ascii").splitlines()
+    assert len(lines) == SAMPLE_FRAMES
+    return reference_decode(db, lines)
+
+
+def config_text(log: Path, *, exclude: list[str] | None = None, on_change: bool = False,
+                speed: float = 0) -> str:
+    text = f"""
+[[channels]]
+name = "veh"
+log = "{log}"
+dbc = "{DBC}"
+speed = {speed}
+"""
+    if exclude is not None:
+        text += f"\n[selection]\nexclude = {exclude!r}\n".replace("'", '"')
+    if on_change:
+        text += '\n[[signals]]\nmatch = "*"\non_change = true\n'
+    return text
+
+
+def build(text: str) -> Pipeline:
+    return Pipeline.from_config(parse_config(text, base_dir=ROOT))
+
+
+def run(pipeline: Pipeline, sink: Callable[[list[Sample]], None],
+        stop: threading.Event | None = None, timeout: float = RUN_TIMEOUT) -> None:
+    """``pipeline.run`` in a thread, joined with a timeout; its exception re-raised here."""
+    stop = stop if stop is not None else threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            pipeline.run(sink, stop)
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        stop.set()
+        thread.join(5)
+        pytest.fail(f"the pipeline did not finish within {timeout} s")
+    if errors:
+        raise errors[0]
+
+
+def selected(patterns: list[str], message: str, signal: str) -> bool:
+    """The selection's glob rule, written again: a dotted glob matches Message.Signal."""
+    return not any(
+        fnmatchcase(f"{message}.{signal}" if "." in p else signal, p) for p in patterns
+    )
+
+
+# -- (a) no rules: every value of every frame ---------------------------------------------
+
+
+def test_sample_drive_without_rules_keeps_every_decoded_value(
+    sample_reference: Reference,
+) -> None:
+    expected = Counter(
+        (name, signal) for _, name, values in sample_reference for signal in values
+    )
+    assert sum(expected.values()) == SAMPLE_SIGNALS
+
+    kept: Counter[tuple[str, str]] = Counter()
+    batches: list[int] = []
+
+    def sink(samples: list[Sample]) -> None:  # counts only: 477,840 Samples would be slow
+        batches.append(len(samples))
+        kept.update((s.message, s.signal) for s in samples)
+
+    pipeline = build(config_text(SAMPLE))
+    run(pipeline, sink)
+
+    (channel,) = pipeline.channels
+    stats = channel.decoder.stats
+    assert pipeline.frames_in == SAMPLE_FRAMES
+    assert channel.source.stats.frames == SAMPLE_FRAMES
+    assert dict(channel.source.stats.skipped) == {}
+    assert stats.decoded == SAMPLE_FRAMES
+    assert stats.unknown == Counter()
+    assert stats.truncated == stats.excess == stats.bad_mux == Counter()
+    assert stats.unchanged == 0  # no on-change rule: no change filter
+    assert sum(batches) == SAMPLE_SIGNALS
+    assert pipeline.rules.stats.kept == SAMPLE_SIGNALS
+    assert kept == expected
+    assert channel.dropped == 0 and channel.error is None
+
+
+# -- (b) on change: the change-filter fast path against a plain reference -----------------
+
+
+def on_change_reference(reference: Reference, exclude: list[str]
+                        ) -> dict[tuple[str, str], list[tuple[float, Any]]]:
+    """Keep a value when it differs from the last kept value of its (message, signal)."""
+    last: dict[tuple[str, str], Any] = {}
+    kept: dict[tuple[str, str], list[tuple[float, Any]]] = defaultdict(list)
+    for ts, name, values in reference:
+        for signal, value in values.items():
+            if not selected(exclude, name, signal):
+                continue
+            key = (name, signal)
+            if key in last and last[key] == value:
+                continue
+            last[key] = value
+            kept[key].append((ts, value))
+    return dict(kept)
+
+
+VOLATILE = ["*Counter*", "*Checksum*"]
+
+
+@pytest.mark.parametrize(
+    ("exclude", "expected_kept"),
+    [
+        pytest.param([*VOLATILE, "BodyStatus.BodyStatus_Page"], 121_770,
+                     id="without-multiplexer"),
+        # the multiplexer BodyStatus_Page (0, 1, 2, 0, ...) changes in every frame
+        pytest.param(VOLATILE, 122_970, id="with-multiplexer"),
+    ],
+)
+def test_on_change_keeps_exactly_what_a_plain_reference_keeps(
+    sample_reference: Reference, exclude: list[str], expected_kept: int
+) -> None:
+    expected = on_change_reference(sample_reference, exclude)
+    assert sum(len(v) for v in expected.values()) == expected_kept
+
+    kept: dict[tuple[str, str], list[tuple[float, Any]]] = defaultdict(list)
+
+    def sink(samples: list[Sample]) -> None:
+        for s in samples:
+            kept[(s.message, s.signal)].append((s.timestamp, s.value))
+
+    pipeline = build(config_text(SAMPLE, exclude=exclude, on_change=True))
+    run(pipeline, sink)
+
+    (channel,) = pipeline.channels
+    stats = channel.decoder.stats
+    assert pipeline.frames_in == SAMPLE_FRAMES
+    assert stats.unchanged > 0  # the change filter skipped frames before decoding
+    assert stats.decoded + stats.unchanged == SAMPLE_FRAMES
+    assert stats.unknown == Counter()
+    assert set(kept) == set(expected)
+    for key, values in expected.items():
+        assert len(kept[key]) == len(values), key
+        assert kept[key] == values, key
+    assert pipeline.rules.stats.kept == expected_kept
+    # identical values, down to int versus float
+    for key, values in expected.items():
+        assert [type(v) for _, v in kept[key]] == [type(v) for _, v in values], key
+
+
+# -- (c) a damaged log still plays to its end ---------------------------------------------
+
+
+def test_unknown_ids_and_bad_lines_do_not_stop_a_replay(db: Any, tmp_path: Path) -> None:
+    good = SAMPLE.read_text(encoding="ascii").splitlines()[:3000]
+    lines: list[str] = []
+    for i, line in enumerate(good):
+        lines.append(line)
+        ts = line.split()[0]
+        if i % 500 == 499:  # six 11-bit frames nobody defined
+            lines.append(f"{ts} can0 7AB#0102")
+        if i in (100, 1500, 2500):  # three 29-bit ones
+            lines.append(f"{ts} can0 1ABCDE01#AABBCCDD")
+        if i == 1000:
+            lines.append("this is not a candump line")
+        if i == 2000:
+            lines.append(f"{ts} can0 1G0#0011")
+    last_ts = lines[-1].split()[0]
+    lines.append(f"{last_ts} can0 7AB#FF")  # the very last line: one more unknown frame
+    log = tmp_path / "damaged.log"
+    log.write_text("\n".join(lines) + "\n", encoding="ascii")
+    expected_samples = sum(len(values) for _, _, values in reference_decode(db, good))
+
+    kept: list[Sample] = []
+    pipeline = build(config_text(log))
+    run(pipeline, kept.extend)
+
+    (channel,) = pipeline.channels
+    stats = channel.decoder.stats
+    assert pipeline.frames_in == 3000 + 6 + 3 + 1 == 3010
+    assert channel.source.stats.frames == 3010
+    assert dict(channel.source.stats.skipped) == {"bad_format": 1, "bad_hex": 1}
+    assert stats.decoded == 3000
+    assert stats.unknown == Counter({0x7AB: 7, 0x1ABCDE01: 3})
+    assert len(kept) == expected_samples
+    assert kept[-1].timestamp == float(good[-1].split()[0][1:-1])
+    assert channel.error is None and channel.dropped == 0
+
+
+# -- stopping -----------------------------------------------------------------------------
+
+
+def test_stop_ends_a_real_time_replay_promptly() -> None:
+    pipeline = build(config_text(SAMPLE, speed=1))  # four minutes of driving
+    stop = threading.Event()
+    first = threading.Event()
+
+    def sink(samples: list[Sample]) -> None:
+        first.set()
+
+    thread = threading.Thread(target=pipeline.run, args=(sink, stop), daemon=True)
+    thread.start()
+    try:
+        assert first.wait(10), "no samples within 10 s of a real-time replay"
+        stopped = time.monotonic()
+        stop.set()
+        thread.join(STOP_BOUND)
+        assert not thread.is_alive(), f"run() still going {STOP_BOUND} s after stop"
+        assert time.monotonic() - stopped < STOP_BOUND
+    finally:
+        stop.set()
+        thread.join(10)
+    assert 0 < pipeline.frames_in < SAMPLE_FRAMES
+
+
+def test_stop_while_the_queue_is_full_and_the_sink_slow_still_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: the reader could not queue its end marker (queue full at stop) and
+    run() then waited for it for ever."""
+    monkeypatch.setattr(agent.pipeline, "QUEUE_CHUNKS", 2)
+    pipeline = build(config_text(SAMPLE))
+    stop = threading.Event()
+    calls: list[int] = []
+
+    def reader_alive() -> bool:
+        return any(t.name == "source-veh" and t.is_alive() for t in threading.enumerate())
+
+    def sink(samples: list[Sample]) -> None:
+        calls.append(len(samples))
+        if len(calls) == 1:  # hold the consumer: the reader fills the queue, then stop
+            deadline = time.monotonic() + 10
+            while not pipeline._queue.full() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert pipeline._queue.full()
+            stop.set()
+            while reader_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the reader gives up on its end marker and ends
+
+    run(pipeline, sink, stop, timeout=15)
+    assert 0 < pipeline.frames_in < SAMPLE_FRAMES
+
+
+# -- a live bus: python-can's virtual interface --------------------------------------------
+
+
+def test_live_bus_frames_reach_the_sink_while_the_bus_is_quiet(db: Any) -> None:
+    """Regression: frames that came less than CHUNK_SECONDS after the last hand-on stayed
+    in the reader's chunk until the next frame, for ever on a bus gone quiet."""
+    channel_name = f"bavard-pipeline-{uuid.uuid4().hex}"
+    pipeline = build(f"""
+[[channels]]
+name = "veh"
+interface = "virtual"
+channel = "{channel_name}"
+dbc = "{DBC}"
+""")
+    lines = SAMPLE.read_text(encoding="ascii").splitlines()[:200]
+    expected = sum(len(values) for _, _, values in reference_decode(db, lines))
+    stop = threading.Event()
+    got: list[Sample] = []
+    complete = threading.Event()
+
+    def sink(samples: list[Sample]) -> None:
+        got.extend(samples)
+        if len(got) >= expected:
+            complete.set()
+
+    thread = threading.Thread(target=pipeline.run, args=(sink, stop), daemon=True)
+    thread.start()
+    try:
+        with can.Bus(interface="virtual", channel=channel_name) as sender:
+            for line in lines:  # a burst, then silence
+                match = LINE.fullmatch(line)
+                assert match
+                _, ident, data = match.groups()
+                sender.send(can.Message(arbitration_id=int(ident, 16),
+                                        is_extended_id=len(ident) == 8,
+                                        data=bytes.fromhex(data)))
+            assert complete.wait(STOP_BOUND), (
+                f"{len(got)} of {expected} samples reached the sink while the bus was quiet")
+        stop.set()
+        thread.join(STOP_BOUND)
+        assert not thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(10)
+    (channel,) = pipeline.channels
+    assert pipeline.frames_in == 200
+    assert len(got) == expected
+    assert channel.dropped == 0 and channel.error is None
+    assert {s.channel for s in got} == {"veh"}
