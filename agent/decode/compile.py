@@ -246,9 +246,12 @@ def compile_message(
                     log.warning("%s.%s does not fit in the message's %d bytes: not decoded",
                                 message.name, name, length)
                     continue
-                var = f"r{counter[0]}"
-                counter[0] += 1
-                lines.append(f"{indent}{var} = {_expression(signal, length, namespace)}")
+                if name in unpacked:  # read at the top by one struct.unpack
+                    var = unpacked[name]
+                else:
+                    var = f"r{counter[0]}"
+                    counter[0] += 1
+                    lines.append(f"{indent}{var} = {_expression(signal, length, namespace)}")
                 if wanted(message.name, name):
                     taken.append((signal, var))
                     any_wanted = True
@@ -311,7 +314,13 @@ def compile_message(
         lines.append(_Return(indent, const, values, label_expr, in_range))
         return lines
 
-    lines = body(message.signal_tree, [], [], "    ")
+    top_level = [n for node in message.signal_tree for n in ([node] if isinstance(node, str)
+                                                               else list(node))]
+    unpack_lines, unpacked = _struct_unpack(
+        [message.get_signal_by_name(n) for n in top_level
+         if wanted(message.name, n) or message.get_signal_by_name(n).is_multiplexer],
+        length, namespace)
+    lines: list[Line] = [*unpack_lines, *body(message.signal_tree, [], [], "    ")]
     if not any_wanted:
         return None
     code = "\n".join(line for line in lines if isinstance(line, str))
@@ -355,6 +364,49 @@ def compile_message(
         selector_bytes=selector_bytes,
         source=source,
     )
+
+
+_STRUCT_CODES = {8: "b", 16: "h", 32: "i", 64: "q"}
+
+
+def _struct_unpack(signals: list[Any], length: int, namespace: dict[str, Any]
+                   ) -> tuple[list[str], dict[str, str]]:
+    """One ``struct.unpack`` per byte order for the byte-aligned 8/16/32/64-bit integer
+    signals that do not overlap: a single C call instead of a shift and a mask each.
+    Returns the lines and the variable of each signal read that way."""
+    lines: list[str] = []
+    unpacked: dict[str, str] = {}
+    for order, prefix in (("little_endian", "<"), ("big_endian", ">")):
+        fields = []
+        for signal in signals:
+            if signal.is_float or signal.length not in _STRUCT_CODES:
+                continue
+            if signal.byte_order != order:
+                continue
+            first_bit = (signal.start if order == "little_endian"
+                         else 8 * (signal.start // 8) + 7 - signal.start % 8)
+            if first_bit % 8 or first_bit // 8 + signal.length // 8 > length:
+                continue
+            fields.append((first_bit // 8, signal))
+        fields.sort(key=lambda f: f[0])
+        fmt, position, names = prefix, 0, []
+        for offset, signal in fields:
+            if offset < position:
+                continue  # overlaps the previous field: read with a shift instead
+            code = _STRUCT_CODES[signal.length]
+            fmt += "x" * (offset - position) + (code if signal.is_signed else code.upper())
+            position = offset + signal.length // 8
+            var = f"s{len(unpacked)}"
+            unpacked[signal.name] = var
+            names.append(var)
+        if len(names) < 2:  # one field: a shift and a mask is as cheap
+            for var in names:
+                del unpacked[next(k for k, v in unpacked.items() if v == var)]
+            continue
+        struct_name = f"_struct_{order}"
+        namespace[struct_name] = struct.Struct(fmt).unpack_from
+        lines.append(f"    {', '.join(names)}, = {struct_name}(data)")
+    return lines, unpacked
 
 
 def _change_test(change: ChangeFilter, word: str, mask: Callable[[int], str],

@@ -43,7 +43,7 @@ EXTENDED = 1 << 31  # key bit that separates 29-bit from 11-bit ids
 MAX_IGNORED = 1 << 16  # ids remembered as unknown or unselected (a flood of ids is bounded)
 
 
-@dataclass
+@dataclass(slots=True)
 class DecodeStats:
     decoded: int = 0
     unchanged: int = 0  # skipped by the change filter: same selected bits as before
