@@ -8,6 +8,7 @@ See ``docs/config.md`` for the reference and a commented example.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.store.settings import StoreConfig
 
 DEFAULT_PATH = Path("/etc/bavard/bavard.toml")
+MODES = ("decoded", "raw")
 
 # Counters and checksums change on every frame; they are left out of the
 # "did this frame change?" test unless the configuration says otherwise.
@@ -42,6 +45,9 @@ class ChannelConfig:
     seed: int = 1
     # replay and simulator pace: 0 = as fast as possible, 1 = real time, N = xN
     speed: float = 1.0
+    # "decoded": samples through the DBCs; "raw": the frames themselves are stored
+    # (decoded later, off the vehicle)
+    mode: str = "decoded"
 
     @property
     def kind(self) -> str:
@@ -79,6 +85,7 @@ class Config:
     channels: tuple[ChannelConfig, ...]
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     rules: tuple[SignalRule, ...] = ()
+    store: StoreConfig = field(default_factory=StoreConfig)
     path: Path | None = None
 
 
@@ -108,12 +115,7 @@ def parse_config(text: str, base_dir: Path, source: str = "<config>") -> Config:
     config = reader.config(raw)
     if reader.problems:
         raise ConfigError(reader.problems, source=source)
-    return Config(
-        channels=config.channels,
-        selection=config.selection,
-        rules=config.rules,
-        path=Path(source) if source != "<config>" else None,
-    )
+    return dataclasses.replace(config, path=Path(source) if source != "<config>" else None)
 
 
 class _Reader:
@@ -195,7 +197,7 @@ class _Reader:
     # -- sections -------------------------------------------------------------
 
     def config(self, raw: dict[str, Any]) -> Config:
-        top = self.table(raw, "", {"channels", "selection", "signals"})
+        top = self.table(raw, "", {"channels", "selection", "signals", "store"})
         channels_raw = top.get("channels")
         channels: list[ChannelConfig] = []
         if channels_raw is None:
@@ -222,11 +224,46 @@ class _Reader:
                 rule = self.rule(item, f"signals[{i}]")
                 if rule is not None:
                     rules.append(rule)
-        return Config(channels=tuple(channels), selection=selection, rules=tuple(rules))
+        store = self.store(top.get("store", {}), "store")
+        return Config(channels=tuple(channels), selection=selection, rules=tuple(rules),
+                      store=store)
+
+    def store(self, raw: Any, key: str) -> StoreConfig:
+        """The [store] table: every field of StoreConfig, typed by its default."""
+        fields = {f.name: f for f in dataclasses.fields(StoreConfig)}
+        t = self.table(raw, key, set(fields))
+        values: dict[str, Any] = {}
+        for name, value in t.items():
+            if name not in fields:
+                continue
+            default = fields[name].default
+            if isinstance(default, Path):
+                if not isinstance(value, str) or not value:
+                    self.problem(_join(key, name), f"expected a directory path, got {_kind(value)}")
+                    continue
+                path = Path(value).expanduser()
+                values[name] = path if path.is_absolute() else self.base_dir / path
+            elif isinstance(default, bool | str):
+                what = "true or false" if isinstance(default, bool) else "a string"
+                checked = self.get(t, key, name, (type(default),), None, what)
+                if checked is not None:
+                    values[name] = checked
+            elif isinstance(default, int):
+                checked = self.integer(t, key, name, None)
+                if checked is not None:
+                    values[name] = checked
+            else:  # seconds: a number, or absent for "no limit" where the default allows None
+                checked = self.number(t, key, name, None)
+                if checked is not None:
+                    values[name] = checked
+        config = StoreConfig(**values)
+        for problem in config.problems():
+            self.problems.append(f"{key}.{problem}")
+        return config
 
     def channel(self, raw: Any, key: str) -> ChannelConfig | None:
         allowed = {"name", "dbc", "interface", "channel", "bitrate", "fd", "data_bitrate",
-                   "log", "simulate", "seed", "speed"}
+                   "log", "simulate", "seed", "speed", "mode"}
         t = self.table(raw, key, allowed)
         if not t:
             return None
@@ -257,7 +294,11 @@ class _Reader:
             for extra in ("channel", "bitrate"):
                 if extra in t:
                     self.problem(_join(key, extra), "only valid with interface")
-        if not dbc and "dbc" not in t and simulate is not True:
+        mode = self.get(t, key, "mode", (str,), "decoded", "a string")
+        if mode not in MODES:
+            self.problem(_join(key, "mode"), f"must be one of {', '.join(MODES)}, got {mode!r}")
+            mode = "decoded"
+        if not dbc and "dbc" not in t and simulate is not True and mode != "raw":
             self.problem(_join(key, "dbc"), "at least one DBC file is required")
 
         return ChannelConfig(
@@ -272,6 +313,7 @@ class _Reader:
             simulate=simulate,
             seed=self.integer(t, key, "seed", 1) or 0,
             speed=self.number(t, key, "speed", 1.0) or 0.0,
+            mode=mode,
         )
 
     def dbc_list(self, t: dict[str, Any], key: str) -> tuple[Path, ...]:

@@ -7,7 +7,9 @@
      ├── DbcError                    a DBC file that cannot be loaded (names file:line)
      ├── SourceError                 a frame source that cannot be opened or read
      │    └── LogFormatError         a log file whose format is unknown or unreadable
-     └── DecodeError                 a frame that the decoder cannot handle
+     ├── StoreError                  the buffer cannot do what was asked (closed, unknown
+     │                               batch range, unusable state directory)
+     └── BatchFormatError            an upload batch that cannot be encoded or decoded
 
 Foreign exceptions (OSError, can.CanError, cantools' own errors) are wrapped into
 this family at the boundary where they happen, with the place (file:line,
@@ -47,5 +49,13 @@ class LogFormatError(SourceError):
     """A log file whose format is unknown or that cannot be read at all."""
 
 
-class DecodeError(BavardError):
-    """A frame that cannot be decoded."""
+class StoreError(BavardError):
+    """The buffer cannot do what was asked: closed, unknown batch range, unusable state dir.
+
+    A full disk or a corrupt database file is *not* an error of this kind: the
+    store handles those itself (drops, counts, recovers) and keeps running.
+    """
+
+
+class BatchFormatError(BavardError):
+    """Bytes that are not a valid batch of a known version, or a batch that cannot be encoded."""

@@ -37,6 +37,7 @@ CHUNK_SECONDS = 0.05  # a live source hands on what it has at least this often
 QUEUE_CHUNKS = 64  # bounded queue depth, in chunks
 
 Sink = Callable[[list[Sample]], None]
+RawSink = Callable[[list[Frame]], None]
 
 
 def channel_dbcs(cfg: ChannelConfig) -> tuple[Path, ...]:
@@ -80,6 +81,7 @@ class Pipeline:
     channels: list[ChannelRuntime]
     rules: RuleSet
     frames_in: int = 0
+    raw_dropped: int = 0  # frames of raw channels run without a raw sink
     _queue: queue.Queue[tuple[int, list[Frame]] | None] = field(
         default_factory=lambda: queue.Queue(QUEUE_CHUNKS)
     )
@@ -103,7 +105,8 @@ class Pipeline:
         channels = []
         try:
             for cfg in config.channels:
-                databases = [load_dbc(p) for p in channel_dbcs(cfg)]
+                # a raw channel's frames are stored as they are: no DBC is needed
+                databases = [] if cfg.mode == "raw" else [load_dbc(p) for p in channel_dbcs(cfg)]
                 decoder = ChannelDecoder(cfg.name, databases, selector, change_rule,
                                          config.selection.volatile)
                 channels.append(ChannelRuntime(cfg, open_source(cfg, clock, wait), decoder))
@@ -113,8 +116,12 @@ class Pipeline:
             raise
         return cls(channels, rules)
 
-    def run(self, sink: Sink, stop: threading.Event) -> None:
-        """Run until every source is exhausted or ``stop`` is set."""
+    def run(self, sink: Sink, stop: threading.Event, raw_sink: RawSink | None = None) -> None:
+        """Run until every source is exhausted or ``stop`` is set.
+
+        Kept samples go to ``sink``; the frames of channels configured ``mode = "raw"``
+        go to ``raw_sink`` as they are (counted in ``raw_dropped`` when there is none).
+        """
         threads = [
             threading.Thread(target=self._read, args=(i, ch, stop), name=f"source-{ch.config.name}",
                              daemon=True)
@@ -124,6 +131,7 @@ class Pipeline:
             t.start()
         running = len(threads)
         decoders = [ch.decoder.decode for ch in self.channels]
+        raw = [ch.config.mode == "raw" for ch in self.channels]
         keep = self.rules.filter_decoded
         try:
             while running:
@@ -139,6 +147,12 @@ class Pipeline:
                     continue
                 index, frames = item
                 self.frames_in += len(frames)
+                if raw[index]:
+                    if raw_sink is not None:
+                        raw_sink(frames)
+                    else:
+                        self.raw_dropped += len(frames)
+                    continue
                 decode = decoders[index]
                 kept = []
                 for frame in frames:

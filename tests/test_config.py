@@ -154,6 +154,13 @@ def test_each_bad_config_message(workdir: Path, text: str, expected: list[str] |
         assert found == expected
 
 
+def test_raw_channel_needs_no_dbc(workdir: Path) -> None:
+    config = parse_config('[[channels]]\nname = "r"\nlog = "drive.log"\nmode = "raw"', workdir)
+    assert config.channels[0].mode == "raw"
+    assert problems(workdir, '[[channels]]\nname = "r"\nsimulate = true\nmode = "both"') == [
+        "channels[0].mode: must be one of decoded, raw, got 'both'"]
+
+
 def test_simulator_channel_needs_no_dbc(workdir: Path) -> None:
     config = parse_config('[[channels]]\nname = "sim"\nsimulate = true\nseed = 7', workdir)
     (channel,) = config.channels
@@ -180,3 +187,18 @@ def test_cli_config_check(workdir: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_shipped_example_config_is_valid(root: Path) -> None:
     load_config(root / "docs" / "bavard.example.toml")
+
+
+def test_store_table(workdir: Path) -> None:
+    base = '[[channels]]\nname = "a"\nsimulate = true\n'
+    config = parse_config(base + '[store]\nstate_dir = "state"\nquota_bytes = 10485760\n'
+                          "commit_interval = 0.5\nmax_age_samples = 3600\n", workdir)
+    assert config.store.state_dir == workdir / "state"
+    assert (config.store.quota_bytes, config.store.commit_interval) == (10_485_760, 0.5)
+    assert config.store.max_age_samples == 3600.0
+    assert problems(workdir, base + '[store]\nquota_bytes = "big"\ncommit_interval = 0\n'
+                    'colour = 1\n') == [
+        "store.colour: unknown key",
+        "store.quota_bytes: expected an integer, got a string",
+        "store.commit_interval: must be > 0, got 0.0",
+    ]

@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "decode": "agent.cli.decode_cmd",
     "simulate": "agent.cli.simulate_cmd",
     "demo": "agent.cli.demo_cmd",
+    "batch": "agent.cli.batch_cmd",
+    "buffer": "agent.cli.buffer_cmd",
 }
 
 

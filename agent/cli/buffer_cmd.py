@@ -1,0 +1,80 @@
+"""``bavard buffer``: what the store-and-forward buffer holds, read without writing to it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from agent.store import DB_NAME, DEFAULT_STATE_DIR, BufferStats, read_stats_file
+
+HELP = "show the local buffer: depth per class, oldest item, quota, evictions, dead letters"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR), metavar="DIR",
+                        help=f"the agent's state directory (default {DEFAULT_STATE_DIR})")
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    stats = read_stats_file(Path(args.state_dir) / DB_NAME, time.time())
+    if args.json:
+        print(json.dumps(stats.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(render(stats))
+    return 0
+
+
+def render(stats: BufferStats) -> str:
+    lines = [f"buffer {stats.path}"]
+    used = f"used {_bytes(stats.used_bytes)}"
+    if stats.quota_bytes:
+        used += (f" of {_bytes(stats.quota_bytes)} quota "
+                 f"({100 * stats.used_bytes / stats.quota_bytes:.1f}%)")
+    lines.append(f"  {used}; data {_bytes(stats.live_bytes)}; oldest item "
+                 f"{_age(stats.oldest_age)} ago" if stats.oldest_age is not None
+                 else f"  {used}; empty")
+    header = ("class", "items", "bytes", "oldest", "in batch", "evicted", "expired",
+              "dropped", "uploaded")
+    rows = [header]
+    for name, c in stats.classes.items():
+        rows.append((name, str(c.items), _bytes(c.bytes), _age(c.oldest_age), str(c.in_batches),
+                     str(c.evicted), str(c.expired), str(c.dropped_queue + c.dropped_full),
+                     str(c.acked)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        lines.append("  " + "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    lines.append(f"  dead letters: {stats.dead_letter_batches} batches, "
+                 f"{stats.dead_letter_items} items, {_bytes(stats.dead_letter_bytes)}")
+    full = stats.counters.get("disk_full", 0)
+    if full:
+        lines.append(f"  disk full: {full} failed commits")
+    if stats.corrupt_files:
+        lines.append(f"  corrupt databases moved aside: {', '.join(stats.corrupt_files)}")
+    return "\n".join(lines)
+
+
+def _bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
