@@ -252,7 +252,9 @@ class _Reader:
                 checked = self.integer(t, key, name, None)
                 if checked is not None:
                     values[name] = checked
-            else:  # seconds: a number, or absent for "no limit" where the default allows None
+            elif value is False and "None" in str(fields[name].type):
+                values[name] = None  # `max_age_samples = false`: no limit
+            else:  # seconds
                 checked = self.number(t, key, name, None)
                 if checked is not None:
                     values[name] = checked

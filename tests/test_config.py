@@ -192,10 +192,12 @@ def test_shipped_example_config_is_valid(root: Path) -> None:
 def test_store_table(workdir: Path) -> None:
     base = '[[channels]]\nname = "a"\nsimulate = true\n'
     config = parse_config(base + '[store]\nstate_dir = "state"\nquota_bytes = 10485760\n'
-                          "commit_interval = 0.5\nmax_age_samples = 3600\n", workdir)
+                          "commit_interval = 0.5\nmax_age_samples = 3600\n"
+                          "max_age_frames = false\n", workdir)
     assert config.store.state_dir == workdir / "state"
     assert (config.store.quota_bytes, config.store.commit_interval) == (10_485_760, 0.5)
     assert config.store.max_age_samples == 3600.0
+    assert config.store.max_age_frames is None
     assert problems(workdir, base + '[store]\nquota_bytes = "big"\ncommit_interval = 0\n'
                     'colour = 1\n') == [
         "store.colour: unknown key",

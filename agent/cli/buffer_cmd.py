@@ -13,13 +13,21 @@ HELP = "show the local buffer: depth per class, oldest item, quota, evictions, d
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR), metavar="DIR",
-                        help=f"the agent's state directory (default {DEFAULT_STATE_DIR})")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--state-dir", metavar="DIR",
+                       help=f"the agent's state directory (default {DEFAULT_STATE_DIR})")
+    where.add_argument("--config", metavar="FILE",
+                       help="take the state directory from this configuration's [store]")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
-    stats = read_stats_file(Path(args.state_dir) / DB_NAME, time.time())
+    state_dir = Path(args.state_dir or DEFAULT_STATE_DIR)
+    if args.config:
+        from agent.config import load_config
+
+        state_dir = load_config(args.config).store.state_dir
+    stats = read_stats_file(state_dir / DB_NAME, time.time())
     if args.json:
         print(json.dumps(stats.to_dict(), indent=2, sort_keys=True))
     else:
