@@ -15,12 +15,27 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.cli import buffer_cmd
 from agent.frames import OUT_OF_RANGE, Event, Frame, Sample
-from agent.store import DB_NAME, CommitInfo, Kind, Store, StoreConfig, StoreError
+from agent.store import (
+    DB_NAME,
+    CommitInfo,
+    Kind,
+    Store,
+    StoreConfig,
+    StoreError,
+    batches,
+    buffer,
+    database,
+    disk,
+    quota,
+    schema,
+    writer,
+)
 from agent.store.codec import Encoder, decode
 from agent.store.inbox import Inbox
 
@@ -410,7 +425,7 @@ def test_inbox_without_blocking_drops_lower_classes_first() -> None:
     assert not inbox.put(Kind.FRAME, frames(25), block=False)  # nothing lower: dropped
     assert not inbox.put(Kind.SAMPLE, samples(30), block=False)  # no frames left to drop
     assert inbox.put(Kind.EVENT, events(20), block=False)  # fits exactly
-    work = inbox.wait(1, 1.0, 0.0)
+    work = inbox.wait(1.0, 0.0)
     assert work.count == 100
     assert work.dropped == {Kind.FRAME: 65, Kind.SAMPLE: 30, Kind.EVENT: 0}
     assert [len(x) for x in work.items[Kind.SAMPLE]] == [50]
@@ -432,7 +447,7 @@ def test_inbox_blocking_waits_for_room_and_close_releases_it() -> None:
     t = threading.Thread(target=producer, daemon=True)
     t.start()
     assert not done.wait(0.1)  # blocked: 8 + 5 > 10
-    assert inbox.wait(1, 1.0, 0.0).count == 8
+    assert inbox.wait(1.0, 0.0).count == 8
     time.sleep(0.05)
     assert not done.is_set()  # the second put waits again
     inbox.close()
@@ -567,7 +582,7 @@ def test_bad_settings_are_reported_together() -> None:
     assert "quota_bytes" in text and "commit_items" in text and "check_on_open" in text
 
 
-def test_database_is_wal_normal_and_passes_integrity_check(store: Store) -> None:
+def test_database_is_wal_and_passes_integrity_check(store: Store) -> None:
     store.put_samples(samples(100))
     store.flush()
     with sqlite3.connect(store.path) as db:
@@ -614,3 +629,214 @@ def test_buffer_command_json_and_table(tmp_path: Path, capsys: pytest.CaptureFix
 def test_buffer_command_without_a_buffer(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no buffer"):
         run_cli("--state-dir", str(tmp_path))
+
+
+# -- regressions ----------------------------------------------------------------------------
+
+
+def sqlite_error(code: int, message: str) -> sqlite3.OperationalError:
+    """An error as SQLite raises it, with its result code (13 SQLITE_FULL, 11 SQLITE_CORRUPT)."""
+    exc = sqlite3.OperationalError(message)
+    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return exc
+
+
+def fail_once(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
+    """The next transaction of new items fails with ``exc`` (as the disk or the file would)."""
+    real = quota.Space.measure
+    calls = [0]
+
+    def measure(*args: object, **kwargs: object) -> quota.Space:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise exc
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(quota.Space, "measure", measure)
+
+
+def test_a_wrong_range_leaves_no_transaction_open(tmp_path: Path, clock: Clock) -> None:
+    with Store(StoreConfig(state_dir=tmp_path, chunk_items=1000), clock=clock) as store:
+        store.put_samples(samples(1500))
+        store.flush()
+        b = store.next_batch()
+        assert b is not None
+        for finish in (store.ack, store.release, store.dead_letter):
+            with pytest.raises(StoreError, match="ends at"):
+                finish(b.seq_first, b.seq_last + 1)
+            store.put_samples(samples(10))  # the next commit must not find a transaction open
+            store.flush()
+        stats = store.stats()
+        assert stats.state == "ok" and "write_errors" not in stats.counters
+        assert stats.classes["samples"].items == 1530
+        assert (tmp_path / "buffer.ballast").exists()  # not given back for a caller's mistake
+        assert store.ack(b.seq_first, b.seq_last) == 1500
+
+
+def test_nan_timestamps_are_stored_not_retried_forever(store: Store) -> None:
+    nan = float("nan")
+    odd = [Event(nan, "can0", "dtc", "P0001", 1), Event(1.0, "can0", "dtc", "P0002", 1)]
+    store.put_events(odd)
+    store.put_samples([Sample(nan, "can0", "M", "S", 1), *samples(5)])
+    store.flush()
+    store.put_events(events(1, 9))
+    store.flush()
+    stats = store.stats()
+    assert stats.state == "ok" and stats.held_events == 0 and "write_errors" not in stats.counters
+    assert stats.classes["events"].items == 3 and stats.classes["samples"].items == 6
+    b = store.next_batch()
+    assert b is not None and [e.detail for e in b.events] == ["P0001", "P0002", "P0009"]
+    assert math.isnan(b.events[0][0])
+
+
+def test_items_that_break_the_encoder_do_not_stop_the_writer(store: Store) -> None:
+    store.put_samples([Sample(10**400, "can0", "M", "S", 1)])  # type: ignore[arg-type]
+    store.put_samples([{"ts": 1.0}])  # type: ignore[list-item]
+    store.flush()
+    store.put_events(events(1))
+    store.flush()
+    stats = store.stats()
+    assert store.state == "ok" and stats.counters["dropped_invalid.samples"] == 2
+    assert stats.classes["events"].items == 1
+
+
+def test_a_lowered_quota_gives_the_free_pages_back(tmp_path: Path, clock: Clock) -> None:
+    store = quota_store(tmp_path, clock, 4 << 20)
+    for i in range(100):
+        store.put_samples(noisy_samples(2000, i * 2000))
+    store.flush()
+    drain(store)  # all delivered: the file is mostly free pages
+    store.close()
+    assert (tmp_path / DB_NAME).stat().st_size > 1 << 20
+    store = quota_store(tmp_path, clock, QUOTA)
+    try:
+        assert store.stats().used_bytes <= QUOTA
+    finally:
+        store.close()
+
+
+def test_inbox_put_after_close_drops_only_itself() -> None:
+    inbox = Inbox(capacity=10, wake_items=10)
+    assert inbox.put(Kind.SAMPLE, samples(8), block=False)
+    inbox.close()
+    assert not inbox.put(Kind.EVENT, events(5), block=False)
+    work = inbox.wait(1.0, 0.0)
+    assert work.count == 8 and work.dropped == {Kind.FRAME: 0, Kind.SAMPLE: 0, Kind.EVENT: 5}
+
+
+def test_a_next_batch_that_times_out_is_not_left_in_flight(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stall = threading.Event()
+    go = threading.Event()
+
+    def on_commit(info: CommitInfo) -> None:
+        if stall.is_set():
+            go.wait(10)
+
+    with Store(StoreConfig(state_dir=tmp_path), on_commit=on_commit) as store:
+        store.put_samples(samples(10))
+        store.flush()
+        monkeypatch.setattr(buffer, "REQUEST_TIMEOUT", 0.2)
+        # the writer is busy (a slow commit) before it gets to the request
+        stall.set()
+        store.put_events(events(1))
+        with pytest.raises(StoreError, match="did not answer"):
+            store.next_batch()
+        go.set()
+        monkeypatch.setattr(buffer, "REQUEST_TIMEOUT", 10.0)
+        b = store.next_batch()
+        assert b is not None and b.events == events(1)
+        # the writer is slow in the request itself: the batch it hands out to nobody is released
+        real = batches.next_batch
+
+        def slow(*args: Any) -> Any:
+            time.sleep(0.4)
+            return real(*args)
+
+        monkeypatch.setattr(batches, "next_batch", slow)
+        monkeypatch.setattr(buffer, "REQUEST_TIMEOUT", 0.1)
+        with pytest.raises(StoreError, match="did not answer"):
+            store.next_batch()
+        monkeypatch.setattr(buffer, "REQUEST_TIMEOUT", 10.0)
+        monkeypatch.setattr(batches, "next_batch", real)
+        time.sleep(0.5)
+        again = store.next_batch()
+        assert again is not None and again.samples == samples(10)
+        assert store.stats().inflight_batches == 2
+
+
+def test_an_on_commit_that_raises_does_not_stop_the_writer(tmp_path: Path) -> None:
+    def on_commit(info: CommitInfo) -> None:
+        raise RuntimeError("a bug in the callback")
+
+    with Store(StoreConfig(state_dir=tmp_path), on_commit=on_commit) as store:
+        store.put_events(events(1))
+        store.flush()
+        store.put_events(events(1, 1))
+        store.flush()
+        assert store.state == "ok" and store.stats().classes["events"].items == 2
+
+
+def test_the_writer_survives_a_database_it_cannot_reopen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(database, "REOPEN_INTERVAL", 0.05)
+    with Store(StoreConfig(state_dir=tmp_path)) as store:
+        store.put_events(events(1))
+        store.flush()
+        real = schema.connect
+
+        def cannot_open(*args: Any) -> sqlite3.Connection:
+            raise sqlite3.OperationalError("unable to open database file")
+
+        monkeypatch.setattr(schema, "connect", cannot_open)
+        fail_once(monkeypatch, sqlite_error(11, "database disk image is malformed"))
+        store.put_events(events(1, 1))
+        store.flush()  # the file went bad, and no new one can be opened: unavailable
+        assert store.state == "unavailable"
+        assert store.next_batch() is None
+        monkeypatch.setattr(schema, "connect", real)
+        deadline = time.monotonic() + 5
+        while store.state != "ok" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert store.state == "ok"
+        stats = store.stats()
+        assert stats.classes["events"].items == 1  # the held event, in a fresh database
+        assert stats.counters["corrupt_recoveries"] == 1 and len(stats.corrupt_files) == 1
+
+
+def test_events_are_held_not_dropped_while_the_file_may_not_grow(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(disk, "SQUEEZE_SECONDS", 0.5)
+    with Store(StoreConfig(state_dir=tmp_path, chunk_items=500, min_free_bytes=0)) as store:
+        fail_once(monkeypatch, sqlite_error(13, "database or disk is full"))
+        for i in range(20):  # more than the (new, small) file holds without growing
+            store.put_events([Event(float(j), "can0", "dtc", f"{j * 2654435761:x}")
+                              for j in range(i * 500, i * 500 + 500)])
+            store.flush()
+        stats = store.stats()
+        assert stats.counters["disk_full"] == 1
+        assert stats.classes["events"].evicted == stats.classes["events"].dropped_full == 0
+        assert stats.classes["events"].items + stats.held_events == 10_000  # type: ignore[operator]
+        time.sleep(0.5)
+        store.flush()
+        store.put_events(events(1))
+        store.flush()
+        stats = store.stats()
+        assert stats.state == "ok" and stats.held_events == 0
+        assert stats.classes["events"].items == 10_001
+
+
+def test_a_writer_stopped_by_a_bug_fails_the_requests_it_took(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def bug(self: writer.Writer) -> None:
+        raise RuntimeError("a bug")
+
+    with Store(StoreConfig(state_dir=tmp_path)) as store:
+        monkeypatch.setattr(writer.Writer, "_expire", bug)
+        t = time.monotonic()
+        with pytest.raises(StoreError, match="closed"):
+            store.flush()  # at once, not after REQUEST_TIMEOUT
+        assert time.monotonic() - t < 5
+        store._writer.join(5)
+        assert store.state == "stopped"
+        assert not store.put_events(events(1))

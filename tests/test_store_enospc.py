@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from agent.frames import Event, Frame, Sample
-from agent.store import DB_NAME, Store, StoreConfig, writer
+from agent.store import DB_NAME, Store, StoreConfig, database, disk
 
 FS_SIZE = "2m"
 REAL_STATVFS = os.statvfs
@@ -109,7 +109,7 @@ def event_details(store: Store) -> list[str]:
 
 def test_disk_fills_up_the_store_keeps_within_its_space_and_grows_back(
         small_fs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer, "SQUEEZE_SECONDS", 0.3)
+    monkeypatch.setattr(disk, "SQUEEZE_SECONDS", 0.3)
     with Store(config(small_fs)) as store:
         feed = Feed(store)
         for _ in range(15):
@@ -147,7 +147,7 @@ def test_disk_fills_up_the_store_keeps_within_its_space_and_grows_back(
 
 def test_sqlite_full_is_survived_when_the_filesystem_claims_room(
         small_fs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer, "SQUEEZE_SECONDS", 0.3)
+    monkeypatch.setattr(disk, "SQUEEZE_SECONDS", 0.3)
     def roomy(path: Any) -> os.statvfs_result:  # "plenty of room", whatever the truth
         st = REAL_STATVFS(path)
         fields = list(st)
@@ -188,7 +188,7 @@ def test_sqlite_full_is_survived_when_the_filesystem_claims_room(
 
 def test_no_room_for_the_database_at_all(small_fs: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer, "REOPEN_INTERVAL", 0.05)
+    monkeypatch.setattr(database, "REOPEN_INTERVAL", 0.05)
     (small_fs / "state").mkdir()
     filler = fill(small_fs)
     with Store(config(small_fs)) as store:  # starts all the same

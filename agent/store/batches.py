@@ -1,7 +1,8 @@
 """The upload side of the buffer: hand out, acknowledge, release, dead-letter batches.
 
 These functions run in the writer thread, on its connection (the Store sends
-them there); bodies are decoded by the caller, outside the writer.
+them there); bodies are decoded by the caller, outside the writer. When one
+raises, the caller rolls back the transaction it may have left open.
 
 Choice of what goes next: the highest class first (events, then samples,
 then frames: a DTC should not wait behind an hour of samples), and within a
@@ -20,10 +21,11 @@ whatever the limits of the next call. A receiver can drop a repeated range.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import MutableMapping
+from collections.abc import Container, MutableSet
 from dataclasses import dataclass
 
 from agent.errors import StoreError
+from agent.store import schema
 from agent.store.settings import KINDS_BY_PRIORITY, Kind
 
 SCAN = 256
@@ -46,7 +48,7 @@ def _rows(db: sqlite3.Connection, kind: Kind, after: int) -> list[tuple[int, ...
 
 
 def _first_free(db: sqlite3.Connection, kind: Kind,
-                inflight: MutableMapping[int, int]) -> tuple[int, ...] | None:
+                inflight: Container[int]) -> tuple[int, ...] | None:
     after = -1
     while rows := _rows(db, kind, after):
         for row in rows:
@@ -57,8 +59,8 @@ def _first_free(db: sqlite3.Connection, kind: Kind,
 
 
 def next_batch(db: sqlite3.Connection, max_items: int | None, max_seconds: float | None,
-               inflight: MutableMapping[int, int]) -> RawBatch | None:
-    """Hand out the next batch and mark it in flight (``inflight[seq_first] = seq_last``)."""
+               inflight: MutableSet[int]) -> RawBatch | None:
+    """Hand out the next batch and mark it in flight (its ``seq_first`` in ``inflight``)."""
     for kind in KINDS_BY_PRIORITY:
         first = _first_free(db, kind, inflight)
         if first is None:
@@ -82,18 +84,13 @@ def next_batch(db: sqlite3.Connection, max_items: int | None, max_seconds: float
                     picked.append(seq_first)
                     items, lo, hi = items + n, lo2, hi2
             db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany("UPDATE chunk SET batch = ? WHERE seq_first = ?",
-                               [(key, s) for s in picked])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            db.executemany("UPDATE chunk SET batch = ? WHERE seq_first = ?",
+                           [(key, s) for s in picked])
+            db.execute("COMMIT")
         rows = db.execute("SELECT seq_last, codec, body FROM chunk WHERE batch = ? "
                           "ORDER BY seq_first", (key,)).fetchall()
-        seq_last = rows[-1][0]
-        inflight[key] = seq_last
-        return RawBatch(kind, key, seq_last, [(codec, body) for _, codec, body in rows])
+        inflight.add(key)
+        return RawBatch(kind, key, rows[-1][0], [(codec, body) for _, codec, body in rows])
     return None
 
 
@@ -113,20 +110,28 @@ def batch_info(db: sqlite3.Connection, seq_first: int,
 
 
 def ack(db: sqlite3.Connection, seq_first: int, seq_last: int) -> tuple[Kind, int] | None:
-    """Delete a delivered batch; (class, items) or None if it is not (or no longer) here."""
+    """Delete a delivered batch, counted (``acked.<class>``), in one transaction;
+    (class, items) or None if it is not (or no longer) here."""
+    db.execute("BEGIN IMMEDIATE")
     info = batch_info(db, seq_first, seq_last)
     if info is not None:
         db.execute("DELETE FROM chunk WHERE batch = ?", (seq_first,))
+        schema.add_counters(db, {f"acked.{info[0].label}": info[1]})
+    db.execute("COMMIT")
     return info
 
 
 def move_to_dead_letter(db: sqlite3.Connection, seq_first: int, seq_last: int, reason: str,
                         now: float) -> tuple[Kind, int] | None:
-    """Move a batch to the dead-letter table; (class, items) or None if it is not here."""
+    """Move a batch to the dead-letter table, counted (``dead_letter.batches``,
+    ``dead_letter.items``), in one transaction; (class, items) or None if it is not here."""
+    db.execute("BEGIN IMMEDIATE")
     info = batch_info(db, seq_first, seq_last)
     if info is not None:
         db.execute("INSERT INTO dead_letter SELECT seq_first, seq_last, class, items, ts_first, "
                    "ts_last, stored_at, codec, nbytes, batch, body, ?, ? FROM chunk "
                    "WHERE batch = ?", (reason, now, seq_first))
         db.execute("DELETE FROM chunk WHERE batch = ?", (seq_first,))
+        schema.add_counters(db, {"dead_letter.batches": 1, "dead_letter.items": info[1]})
+    db.execute("COMMIT")
     return info

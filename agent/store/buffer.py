@@ -41,12 +41,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NamedTuple, TypeVar
 
 from agent.errors import StoreError
 from agent.frames import Event, Frame, Sample
-from agent.store import codec
+from agent.store import batches, codec
 from agent.store.inbox import Inbox
 from agent.store.settings import Kind, StoreConfig
 from agent.store.stats import BufferStats
@@ -150,7 +151,8 @@ class Store:
         decoded is moved to the dead letters and the next one is returned.
         """
         while True:
-            raw = self._call(lambda: self._writer.next_batch(max_items, max_seconds))
+            raw = self._call(lambda: self._writer.next_batch(max_items, max_seconds),
+                             abandoned=self._release_abandoned)
             if raw is None:
                 return None
             try:
@@ -166,6 +168,13 @@ class Store:
                                items if raw.kind == Kind.SAMPLE else [],
                                items if raw.kind == Kind.EVENT else [],
                                items if raw.kind == Kind.FRAME else [])
+
+    def _release_abandoned(self, future: Future[batches.RawBatch | None]) -> None:
+        """A next_batch whose caller gave up waiting: what it handed out is released."""
+        raw = None if future.cancelled() or future.exception() else future.result()
+        if raw is not None:
+            self._inbox.request(lambda: self._writer.finish_batch("release", raw.seq_first,
+                                                                  raw.seq_last))
 
     def ack(self, seq_first: int, seq_last: int) -> int:
         """The batch was delivered: delete it. Returns its items (0 if already gone)."""
@@ -185,8 +194,9 @@ class Store:
 
     # -- everyone ---------------------------------------------------------------------------
 
-    def flush(self, timeout: float | None = REQUEST_TIMEOUT) -> None:
-        """Return once everything queued before the call is committed."""
+    def flush(self, timeout: float | None = None) -> None:
+        """Return once everything queued before the call is committed (StoreError after
+        ``timeout``, by default ``REQUEST_TIMEOUT``)."""
         self._call(self._writer.flush, timeout)
 
     def stats(self) -> BufferStats:
@@ -197,12 +207,20 @@ class Store:
         """"ok", "disk-full", "unavailable", or "stopped"."""
         return self._writer.state if self._writer.is_alive() else "stopped"
 
-    def _call(self, call: Callable[[], T], timeout: float | None = REQUEST_TIMEOUT) -> T:
+    def _call(self, call: Callable[[], T], timeout: float | None = None,
+              abandoned: Callable[[Future[T]], None] | None = None) -> T:
+        """Have the writer thread run ``call`` and return its result.
+
+        On a timeout the request is cancelled; if the writer is already running it,
+        ``abandoned`` gets the future once it is done (to undo what nobody will get).
+        """
         if not self._writer.is_alive():
             raise StoreError("the store is not running")
-        future = self._inbox.request(call)
+        timeout = REQUEST_TIMEOUT if timeout is None else timeout
+        future: Future[T] = self._inbox.request(call)
         try:
-            result: T = future.result(timeout)
+            return future.result(timeout)
         except FutureTimeout:
+            if not future.cancel() and abandoned is not None:
+                future.add_done_callback(abandoned)
             raise StoreError(f"the store did not answer within {timeout} s") from None
-        return result

@@ -13,7 +13,10 @@ sample for the decoded MoTeC sample log, 8-13 for random values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -46,6 +49,17 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise ValueError(f"unknown msgpack ext type {code}")
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Items of one class, encoded, as the writer stores them (one ``chunk`` row)."""
+
+    kind: Kind
+    items: int
+    ts_first: float  # smallest and largest item timestamp (NaNs left out)
+    ts_last: float
+    body: bytes
+
+
 class Encoder:
     """Packs chunk bodies; one per thread (the packer and compressor keep state)."""
 
@@ -53,11 +67,24 @@ class Encoder:
         self._packer = msgpack.Packer(default=_default, use_bin_type=True, autoreset=True)
         self._zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
 
+    def chunk(self, kind: Kind, items: Sequence[Item]) -> Chunk:
+        """Encode ``items``; StoreError when they are not Samples, Events or Frames of
+        plain values (whatever goes wrong: a bad item must not stop the writer)."""
+        try:
+            stamps = list(map(itemgetter(0), items))
+            lo, hi = float(min(stamps)), float(max(stamps))
+            if math.isnan(lo) or math.isnan(hi):  # SQLite would store NULL: leave NaNs out
+                real = [float(t) for t in stamps if not math.isnan(t)] or [0.0]
+                lo, hi = min(real), max(real)
+        except Exception as exc:
+            raise StoreError(f"bad timestamps: {exc!r}") from None
+        return Chunk(kind, len(items), lo, hi, self.encode(items))
+
     def encode(self, items: Sequence[Item]) -> bytes:
         try:
             packed = self._packer.pack(items)
-        except (TypeError, ValueError) as exc:
-            raise StoreError(f"cannot encode a chunk: {exc}") from None
+        except Exception as exc:
+            raise StoreError(f"cannot encode a chunk: {exc!r}") from None
         return bytes(self._zstd.compress(packed))
 
 

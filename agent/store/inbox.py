@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +54,6 @@ class Inbox:
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _lists: dict[Kind, deque[Sequence[Any]]] = field(
         default_factory=lambda: {k: deque() for k in Kind})
-    _counts: dict[Kind, int] = field(default_factory=lambda: dict.fromkeys(Kind, 0))
     _total: int = 0
     _first_at: float = 0.0  # when the oldest queued item came in
     _dropped: dict[Kind, int] = field(default_factory=lambda: dict.fromkeys(Kind, 0))
@@ -73,19 +72,18 @@ class Inbox:
             if block:
                 while not self._closing and self._total and self._total + n > self.capacity:
                     self._cond.wait()
-            elif self._total + n > self.capacity:
+            if self._closing:  # before making room: queued items are still committed
+                self._dropped[kind] += n
+                return False
+            if not block and self._total + n > self.capacity:
                 self._make_room(kind, self._total + n - self.capacity)
                 if self._total + n > self.capacity:
                     self._dropped[kind] += n
                     return False
-            if self._closing:
-                self._dropped[kind] += n
-                return False
             if not self._total:
                 self._first_at = self.monotonic()
                 self._cond.notify_all()
             self._lists[kind].append(items)
-            self._counts[kind] += n
             self._total += n
             if self._total >= self.wake_items > self._total - n:
                 self._cond.notify_all()
@@ -99,7 +97,6 @@ class Inbox:
             lists = self._lists[lower]
             while lists and need > 0:
                 dropped = len(lists.popleft())
-                self._counts[lower] -= dropped
                 self._total -= dropped
                 self._dropped[lower] += dropped
                 need -= dropped
@@ -123,18 +120,17 @@ class Inbox:
             self._closing = True
             self._cond.notify_all()
 
-    def finish(self) -> list[Request]:
-        """The writer has stopped: refuse further requests, return those never run."""
+    def finish(self, unanswered: Iterable[Request] = ()) -> None:
+        """The writer has stopped: refuse further requests, and fail those it will not run
+        (queued, or taken but not run: ``unanswered``) unless their caller gave up."""
         with self._cond:
             self._closing = self._finished = True
-            left = list(self._requests)
+            left = [*unanswered, *self._requests]
             self._requests.clear()
             self._cond.notify_all()
-            return left
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
+        for _call, future in left:
+            if not future.done() and (future.running() or future.set_running_or_notify_cancel()):
+                future.set_exception(StoreError("the store is closed"))
 
     @property
     def depth(self) -> int:
@@ -142,16 +138,16 @@ class Inbox:
 
     # -- the writer ----------------------------------------------------------------------
 
-    def wait(self, commit_items: int, commit_interval: float, max_wait: float) -> Work:
+    def wait(self, commit_interval: float, max_wait: float) -> Work:
         """Wait until there is something to do, then take it all.
 
-        Returns when a request is queued, the inbox is closing, ``commit_items``
+        Returns when a request is queued, the inbox is closing, ``wake_items``
         are queued, the oldest queued item has waited ``commit_interval``, or
         after ``max_wait`` (for the writer's housekeeping).
         """
         with self._cond:
             end = self.monotonic() + max_wait
-            while not (self._requests or self._closing or self._total >= commit_items):
+            while not (self._requests or self._closing or self._total >= self.wake_items):
                 now = self.monotonic()
                 timeout = end - now
                 if self._total:
@@ -164,7 +160,6 @@ class Inbox:
                         closing=self._closing)
             for lists in self._lists.values():
                 lists.clear()
-            self._counts = dict.fromkeys(Kind, 0)
             self._total = 0
             self._dropped = dict.fromkeys(Kind, 0)
             self._requests.clear()

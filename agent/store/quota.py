@@ -40,14 +40,13 @@ Every deleted item is counted per class: ``evicted.<class>`` (no room),
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections import Counter
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.store import schema
+from agent.store import disk, schema
 from agent.store.settings import Kind, StoreConfig
 
 ROW_BYTES = 64  # a chunk row's columns besides the body, and its cell pointer
@@ -69,33 +68,18 @@ class Space:
     page_size: int
     pages: int  # pages in the file
     free_pages: int  # of which on the freelist
-    wal_bytes: int
     fs_free: int  # bytes of the filesystem free for us (statvfs f_bavail)
     limit: int  # the file's share of the quota
     min_free: int
     wal_reserve: int
-
     txn_bytes: int = 0  # what the coming transaction adds: the WAL must hold it
 
     @classmethod
     def measure(cls, db: sqlite3.Connection, path: Path, config: StoreConfig,
                 txn_bytes: int = 0) -> Space:
         page_size, pages, free = schema.file_bytes(db)
-        try:
-            st = os.statvfs(path.parent)
-            fs_free = st.f_bavail * st.f_frsize
-        except OSError:
-            fs_free = 1 << 62
-        return cls(page_size, pages, free, schema.wal_size(path), fs_free,
-                   config.file_share, config.min_free_bytes,
-                   config.wal_reserve, txn_bytes)
-
-    @property
-    def wal_share(self) -> int:
-        """The WAL's part of the quota for this transaction: its reserve, or more when it
-        must hold this transaction on top of half a reserve (auto-checkpoint point)."""
-        return max(self.wal_reserve,
-                   self.wal_reserve // 2 + self.txn_bytes + MARGIN_PAGES * self.page_size)
+        return cls(page_size, pages, free, disk.fs_free(path.parent), config.file_share,
+                   config.min_free_bytes, config.wal_reserve, txn_bytes)
 
     @property
     def live(self) -> int:
@@ -118,22 +102,57 @@ class Space:
         """True when the filesystem, not the quota, is what limits the store."""
         return self.fs_limit < self.limit
 
-    def room(self, squeezed: bool = False) -> int:
-        """Bytes that may still be added (negative: that much must go first, whatever
-        its class: the quota was lowered or the disk filled up).
+    def file_limit(self, squeezed: bool = False) -> int:
+        """What the file's live pages may reach (below ``live``: that much must go first,
+        whatever its class: the quota was lowered or the disk filled up).
 
         ``squeezed`` (after SQLITE_FULL): do not grow the file at all.
         """
         limit = min(self.limit, self.fs_limit)
-        if squeezed:
-            limit = min(limit, self.pages * self.page_size)
-        return limit - self.live
+        return min(limit, self.pages * self.page_size) if squeezed else limit
 
     @property
     def wal_extra(self) -> int:
-        """What this transaction's WAL takes beyond the WAL's reserve: it comes off the
-        room of the incoming chunks (so only what they may evict makes up for it)."""
-        return self.wal_share - self.wal_reserve
+        """What this transaction's WAL takes beyond the WAL's reserve (it must hold the
+        transaction on top of half a reserve, the auto-checkpoint point): it comes off
+        the room of the incoming chunks, so only what they may evict makes up for it."""
+        wal = self.wal_reserve // 2 + self.txn_bytes + MARGIN_PAGES * self.page_size
+        return max(wal - self.wal_reserve, 0)
+
+
+class Room:
+    """Makes room under ``limit`` by the eviction policy, inside the caller's transaction,
+    counting what goes (``evicted.<class>``, ``evicted_dead.<class>``) in ``counters``."""
+
+    def __init__(self, db: sqlite3.Connection, limit: int, page_size: int,
+                 inflight: Container[int], counters: Counter[str]) -> None:
+        self.db = db
+        self.limit = limit
+        self.page_size = page_size
+        self.inflight = inflight
+        self.counters = counters
+
+    def over(self, extra: int) -> int:
+        """How many bytes must go before ``extra`` more fit."""
+        _, pages, free = schema.file_bytes(self.db)
+        return (pages - free) * self.page_size + extra - self.limit
+
+    def make(self, kind: Kind, extra: int) -> bool:
+        """Evict for ``extra`` more bytes, only classes up to ``kind`` (and dead letters);
+        False when that is not enough."""
+        while (excess := self.over(extra)) > 0:
+            freed = 0
+            for victim in victims(self.db, kind, self.inflight):
+                gone, items = delete(self.db, victim, self.page_size)
+                name = "evicted_dead" if victim.table == "dead_letter" else "evicted"
+                for k, n in items.items():
+                    self.counters[f"{name}.{k.label}"] += n
+                freed += gone
+                if freed >= excess:
+                    break
+            if not freed:
+                return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -210,3 +229,16 @@ def expired(db: sqlite3.Connection, config: StoreConfig, now: float,
                           "ORDER BY seq_first", (now - config.max_age_dead_letters,)).fetchall()
         for seq_first, cls in rows:
             yield Victim("dead_letter", Kind(cls), seq_first, None)
+
+
+def expire(db: sqlite3.Connection, config: StoreConfig, now: float, inflight: Container[int],
+           page_size: int) -> Counter[str]:
+    """Delete what is too old (inside the caller's transaction); what went, as counters
+    (``expired.<class>``, ``expired_dead.<class>``)."""
+    counters: Counter[str] = Counter()
+    for victim in expired(db, config, now, inflight):
+        _gone, items = delete(db, victim, page_size)
+        name = "expired_dead" if victim.table == "dead_letter" else "expired"
+        for k, n in items.items():
+            counters[f"{name}.{k.label}"] += n
+    return counters

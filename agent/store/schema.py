@@ -31,11 +31,10 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from agent.errors import StoreError
-from agent.store.settings import BALLAST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +141,31 @@ def prepare(db: sqlite3.Connection, path: Path, check: str, wal_reserve: int) ->
     db.execute(f"PRAGMA wal_autocheckpoint = {max(wal_reserve // 2 // page_size, 8)}")
 
 
+def adopt(db: sqlite3.Connection, at_least: int, now: float, quota_bytes: int) -> int:
+    """Record the quota and return the next sequence number: above every number stored
+    and ``at_least``. A new database starts at ``int(now) << 24``, above the numbers of
+    any earlier database on this box (unless the clock went back), so that one started
+    fresh after corruption does not reuse batch ranges."""
+    stored = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+    top = db.execute("SELECT max(seq_last) FROM (SELECT max(seq_last) AS seq_last FROM chunk "
+                     "UNION ALL SELECT max(seq_last) FROM dead_letter)").fetchone()[0]
+    next_seq = max(stored[0] if stored else 1, (top or 0) + 1, at_least)
+    if next_seq == 1:  # nothing ever stored here, nor by this process
+        next_seq = max(1, int(now) << 24)
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                   [("next_seq", next_seq), ("quota_bytes", quota_bytes)])
+    db.execute("COMMIT")
+    return next_seq
+
+
+def add_counters(db: sqlite3.Connection, counts: Mapping[str, int]) -> None:
+    """Add to the counter table (inside the caller's transaction)."""
+    db.executemany("INSERT INTO counter VALUES (?, ?) ON CONFLICT (name) "
+                   "DO UPDATE SET value = value + excluded.value",
+                   [(k, v) for k, v in counts.items() if v])
+
+
 def move_aside(path: Path, clock: Callable[[], float], keep: int) -> Path:
     """Rename a damaged database (and its WAL) to ``*.corrupt-<UTC timestamp>``.
 
@@ -188,19 +212,7 @@ def file_bytes(db: sqlite3.Connection) -> tuple[int, int, int]:
 
 
 def wal_size(path: Path) -> int:
-    return _size(Path(f"{path}-wal"))
-
-
-def ballast_path(path: Path) -> Path:
-    return path.with_name(BALLAST_NAME)
-
-
-def ballast_size(path: Path) -> int:
-    return _size(ballast_path(path))
-
-
-def _size(path: Path) -> int:
     try:
-        return os.stat(path).st_size
+        return os.stat(f"{path}-wal").st_size
     except FileNotFoundError:
         return 0

@@ -40,7 +40,7 @@ class StoreConfig:
     """The durable buffer's settings; every size in bytes, every time in seconds."""
 
     state_dir: Path = DEFAULT_STATE_DIR
-    quota_bytes: int = 256 * MiB  # database + WAL on disk
+    quota_bytes: int = 256 * MiB  # database + WAL + ballast on disk
     commit_interval: float = 1.0  # commit at least this often while data is queued
     commit_items: int = 50_000  # ... or as soon as this many items are queued
     chunk_items: int = 20_000  # at most this many items per stored chunk

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import StoreError
-from agent.store import schema
+from agent.store import disk, schema
 from agent.store.settings import Kind
 
 
@@ -84,7 +84,7 @@ def read_stats(db: sqlite3.Connection, path: Path, now: float,
     page_size, pages, free = schema.file_bytes(db)
     return BufferStats(
         path=str(path), classes=classes,
-        used_bytes=pages * page_size + schema.wal_size(path) + schema.ballast_size(path),
+        used_bytes=pages * page_size + schema.wal_size(path) + disk.ballast_size(path),
         live_bytes=(pages - free) * page_size,
         quota_bytes=meta.get("quota_bytes"),
         dead_letter_batches=dead[0], dead_letter_items=dead[1], dead_letter_bytes=dead[2],
