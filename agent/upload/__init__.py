@@ -1,0 +1,1 @@
+"""Uploading batches: transports (HTTPS, MQTT), the connectivity gate, the uploader loop."""
