@@ -86,7 +86,6 @@ class Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     rules: tuple[SignalRule, ...] = ()
     store: StoreConfig = field(default_factory=StoreConfig)
-    path: Path | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -115,7 +114,7 @@ def parse_config(text: str, base_dir: Path, source: str = "<config>") -> Config:
     config = reader.config(raw)
     if reader.problems:
         raise ConfigError(reader.problems, source=source)
-    return dataclasses.replace(config, path=Path(source) if source != "<config>" else None)
+    return config
 
 
 class _Reader:
@@ -267,7 +266,7 @@ class _Reader:
         allowed = {"name", "dbc", "interface", "channel", "bitrate", "fd", "data_bitrate",
                    "log", "simulate", "seed", "speed", "mode"}
         t = self.table(raw, key, allowed)
-        if not t:
+        if not isinstance(raw, dict):  # reported; an empty table is checked like any other
             return None
         name = self.get(t, key, "name", (str,), None, "a string")
         if name is None:
@@ -349,7 +348,7 @@ class _Reader:
 
     def rule(self, raw: Any, key: str) -> SignalRule | None:
         t = self.table(raw, key, {"match", "min_period", "on_change", "deadband", "max_period"})
-        if not t:
+        if not isinstance(raw, dict):  # reported; an empty table is checked like any other
             return None
         match = self.get(t, key, "match", (str,), None, "a glob")
         if match is None and "match" not in t:

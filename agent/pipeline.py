@@ -138,8 +138,9 @@ class Pipeline:
                 try:
                     item = self._queue.get(timeout=0.5)
                 except queue.Empty:
-                    # a reader that found the queue full at stop ended without its end marker
-                    if stop.is_set() and not any(t.is_alive() for t in threads):
+                    # stopped and drained: a reader may have ended without its end marker
+                    # (the queue was full), or be stuck in a read that ignores stop
+                    if stop.is_set():
                         break
                     continue
                 if item is None:
@@ -195,6 +196,9 @@ class Pipeline:
         except BavardError as exc:
             ch.error = str(exc)
             log.error("channel %s stopped: %s", ch.config.name, exc)
+        except Exception as exc:  # a bug, or a foreign library's surprise: say why too
+            ch.error = f"{type(exc).__name__}: {exc}"
+            log.exception("channel %s stopped", ch.config.name)
         finally:
             if chunk:
                 self._hand_on(index, ch, chunk, live, stop)

@@ -6,7 +6,7 @@ Both decode the same frames, held in memory, in the same run:
 - bavard compiled: generated per-message decoders, every frame decoded;
 - bavard path: the same, with the change filter (frames whose selected bits,
   counters and checksums masked out, did not change are skipped), which is
-  what the agent runs for on-change signals;
+  what the agent runs for on-change signals without a heartbeat;
 - bavard path, agent selection: as the demo configures it, counters and
   checksums are not selected at all (they protect the bus, they are not data).
 

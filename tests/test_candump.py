@@ -136,6 +136,9 @@ BAD_LINES: list[tuple[str, str]] = [
     ("no_timestamp", "  can0  123   [4]  11 22 33 44"),
     ("bad_timestamp", "(14365x9052.2) vcan0 123#11"),
     ("bad_timestamp", "(2015-07-10 08:17:32.249713) vcan0 123#11"),
+    ("bad_timestamp", "(inf) vcan0 123#11"),  # regression: inf and nan were frames
+    ("bad_timestamp", "(nan) vcan0 123#11"),
+    ("bad_timestamp", "(1e999)  can0  123   [1]  11"),
     ("truncated", "(1436509052.2497"),
     ("truncated", "(14365.2) can0 12"),
     ("truncated", "(14365.2) can0"),

@@ -130,6 +130,13 @@ deadband = 1
         ('[[channels]]\nname = "a b"\nsimulate = true',
          ["channels[0].name: must be a non-empty word, got 'a b'"]),
         ('[[channels]]\nsimulate = true', ["channels[0].name: required"]),
+        # regression: an empty table was skipped without a word (an agent with no channel)
+        ("[[channels]]\n[[signals]]", [
+            "channels[0].name: required",
+            "channels[0]: exactly one of interface, log, simulate = true is required "
+            "(found: none)",
+            "channels[0].dbc: at least one DBC file is required",
+            "signals[0].match: required"]),
         ('[[channels]]\nname = "a"\nlog = "drive.log"',
          ["channels[0].dbc: at least one DBC file is required"]),
         ('[[channels]]\nname = "a"\nlog = "drive.log"\ndbc = "car.dbc"\nchannel = "can0"',

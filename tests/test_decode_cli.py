@@ -105,3 +105,19 @@ def test_missing_log_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["decode", str(tmp_path / "nope.log"), "--dbc", str(dbc)]) == 1
     assert "nope.log" in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_summary_counts_frames_longer_than_the_dbc(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: frames longer than the DBC says were trimmed and counted, but the
+    summary left them out."""
+    log = tmp_path / "long.log"
+    first = (ROOT / "tests" / "data" / "sample_drive.log").read_text().splitlines()[0]
+    stamp, iface, frame = first.split()
+    fid, _, data = frame.partition("#")
+    padded = data + "00" * (12 - len(data) // 2)  # a 12-byte CAN FD frame
+    log.write_text(f"{first}\n{stamp} {iface} {fid}##0{padded}\n")
+    records = decode_jsonl(tmp_path, str(log), "--dbc", str(ROOT / "dbc" / "demo_vehicle.dbc"))
+    assert len(records) == 2 * len({r["signal"] for r in records})
+    assert f"long frames: 0x{int(fid, 16):X} x1" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,12 @@ import cantools
 import pytest
 
 import agent.pipeline
-from agent.config import parse_config
-from agent.frames import Sample
-from agent.pipeline import Pipeline
+from agent.config import ChannelConfig, parse_config
+from agent.decode.decoder import ChannelDecoder
+from agent.frames import Frame, Sample
+from agent.pipeline import ChannelRuntime, Pipeline
+from agent.policy.rules import RuleSet
+from agent.sources import Source
 
 ROOT = Path(__file__).resolve().parents[1]
 DBC = ROOT / "dbc" / "demo_vehicle.dbc"
@@ -69,7 +72,7 @@ def sample_reference(db: Any) -> Reference:
 
 
 def config_text(log: Path, *, exclude: list[str] | None = None, on_change: bool = False,
-                speed: float = 0) -> str:
+                max_period: float | None = None, speed: float = 0) -> str:
     text = f"""
 [[channels]]
 name = "veh"
@@ -81,6 +84,8 @@ speed = {speed}
         text += f"\n[selection]\nexclude = {exclude!r}\n".replace("'", '"')
     if on_change:
         text += '\n[[signals]]\nmatch = "*"\non_change = true\n'
+        if max_period is not None:
+            text += f"max_period = {max_period}\n"
     return text
 
 
@@ -157,19 +162,21 @@ def test_sample_drive_without_rules_keeps_every_decoded_value(
 # -- (b) on change: the change-filter fast path against a plain reference -----------------
 
 
-def on_change_reference(reference: Reference, exclude: list[str]
+def on_change_reference(reference: Reference, exclude: list[str], max_period: float | None
                         ) -> dict[tuple[str, str], list[tuple[float, Any]]]:
-    """Keep a value when it differs from the last kept value of its (message, signal)."""
-    last: dict[tuple[str, str], Any] = {}
+    """Keep a value when it differs from the last kept value of its (message, signal),
+    or when ``max_period`` has passed since that one (a heartbeat)."""
+    last: dict[tuple[str, str], tuple[float, Any]] = {}
     kept: dict[tuple[str, str], list[tuple[float, Any]]] = defaultdict(list)
     for ts, name, values in reference:
         for signal, value in values.items():
             if not selected(exclude, name, signal):
                 continue
             key = (name, signal)
-            if key in last and last[key] == value:
+            if key in last and last[key][1] == value and (
+                    max_period is None or ts - last[key][0] < max_period):
                 continue
-            last[key] = value
+            last[key] = (ts, value)
             kept[key].append((ts, value))
     return dict(kept)
 
@@ -178,18 +185,21 @@ VOLATILE = ["*Counter*", "*Checksum*"]
 
 
 @pytest.mark.parametrize(
-    ("exclude", "expected_kept"),
+    ("exclude", "max_period", "expected_kept"),
     [
-        pytest.param([*VOLATILE, "BodyStatus.BodyStatus_Page"], 121_770,
+        pytest.param([*VOLATILE, "BodyStatus.BodyStatus_Page"], None, 121_770,
                      id="without-multiplexer"),
         # the multiplexer BodyStatus_Page (0, 1, 2, 0, ...) changes in every frame
-        pytest.param(VOLATILE, 122_970, id="with-multiplexer"),
+        pytest.param(VOLATILE, None, 122_970, id="with-multiplexer"),
+        # regression: the change filter delayed heartbeats (it is off with them now)
+        pytest.param(VOLATILE, 30.0, 123_175, id="with-heartbeat"),
     ],
 )
 def test_on_change_keeps_exactly_what_a_plain_reference_keeps(
-    sample_reference: Reference, exclude: list[str], expected_kept: int
+    sample_reference: Reference, exclude: list[str], max_period: float | None,
+    expected_kept: int,
 ) -> None:
-    expected = on_change_reference(sample_reference, exclude)
+    expected = on_change_reference(sample_reference, exclude, max_period)
     assert sum(len(v) for v in expected.values()) == expected_kept
 
     kept: dict[tuple[str, str], list[tuple[float, Any]]] = defaultdict(list)
@@ -198,13 +208,13 @@ def test_on_change_keeps_exactly_what_a_plain_reference_keeps(
         for s in samples:
             kept[(s.message, s.signal)].append((s.timestamp, s.value))
 
-    pipeline = build(config_text(SAMPLE, exclude=exclude, on_change=True))
+    pipeline = build(config_text(SAMPLE, exclude=exclude, on_change=True,
+                                 max_period=max_period))
     run(pipeline, sink)
 
     (channel,) = pipeline.channels
     stats = channel.decoder.stats
     assert pipeline.frames_in == SAMPLE_FRAMES
-    assert stats.unchanged > 0  # the change filter skipped frames before decoding
     assert stats.decoded + stats.unchanged == SAMPLE_FRAMES
     assert stats.unknown == Counter()
     assert set(kept) == set(expected)
@@ -215,6 +225,8 @@ def test_on_change_keeps_exactly_what_a_plain_reference_keeps(
     # identical values, down to int versus float
     for key, values in expected.items():
         assert [type(v) for _, v in kept[key]] == [type(v) for _, v in values], key
+    # the change filter skipped frames before decoding (not with a heartbeat)
+    assert (stats.unchanged > 0) == (max_period is None)
 
 
 # -- (c) a damaged log still plays to its end ---------------------------------------------
@@ -308,6 +320,57 @@ def test_stop_while_the_queue_is_full_and_the_sink_slow_still_returns(
 
     run(pipeline, sink, stop, timeout=15)
     assert 0 < pipeline.frames_in < SAMPLE_FRAMES
+
+
+class _Failing(Source):
+    """Two frames, then an error that is not a BavardError; or a read that ignores stop."""
+
+    def __init__(self, name: str, hang: threading.Event | None = None) -> None:
+        super().__init__(name)
+        self.hang = hang
+
+    def _frames(self, stop: threading.Event) -> Iterator[Frame]:
+        yield Frame(1.0, self.name, 0x7AB, False, False, b"")
+        yield Frame(2.0, self.name, 0x7AB, False, False, b"")
+        if self.hang is not None:
+            self.hang.wait(30)  # e.g. a read from a stalled mount
+            return
+        raise RuntimeError("surprise")
+
+
+def pipeline_of(source: Source) -> Pipeline:
+    config = ChannelConfig(name=source.name, simulate=True)
+    return Pipeline([ChannelRuntime(config, source, ChannelDecoder(source.name, []))],
+                    RuleSet())
+
+
+def test_an_unexpected_source_error_is_recorded() -> None:
+    """Regression: only BavardError was recorded; anything else ended the channel with
+    ``error`` left None (and a bare thread traceback)."""
+    pipeline = pipeline_of(_Failing("veh"))
+    run(pipeline, lambda samples: None)
+    (channel,) = pipeline.channels
+    assert channel.error == "RuntimeError: surprise"
+    assert pipeline.frames_in == 2
+
+
+def test_stop_returns_even_when_a_source_ignores_it() -> None:
+    """Regression: run() waited for every reader thread to end after stop, for ever when
+    one was stuck in a read that does not look at the stop event."""
+    release = threading.Event()
+    pipeline = pipeline_of(_Failing("veh", hang=release))
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    try:
+        started = time.monotonic()
+        run(pipeline, lambda samples: None, stop, timeout=15)
+        # run() joins each reader for 5 s at most, then returns
+        assert time.monotonic() - started < 0.5 + 5 + STOP_BOUND
+    finally:
+        timer.cancel()
+        release.set()
+    assert pipeline.frames_in == 0  # the reader's chunk never reached the queue
 
 
 # -- a live bus: python-can's virtual interface --------------------------------------------

@@ -460,6 +460,21 @@ def test_stop_event_ends_a_real_time_replay_promptly(tmp_path: Path) -> None:
     assert [f.data for f in got] == [b"\x01"]
 
 
+def test_a_timestamp_centuries_ahead_waits_for_stop_instead_of_crashing(tmp_path: Path) -> None:
+    """Regression: a delay beyond threading.TIMEOUT_MAX (a damaged 11-digit timestamp)
+    raised OverflowError from the stop event's wait and ended the replay."""
+    path = write(tmp_path / "jump.log", "(0.0) can0 123#01\n(99999999999.0) can0 123#02\n")
+    stop = threading.Event()
+    timer = threading.Timer(0.2, stop.set)
+    timer.start()
+    try:
+        with ReplaySource("r", path, speed=1.0) as source:
+            got = list(source.frames(stop))
+    finally:
+        timer.cancel()
+    assert [f.data for f in got] == [b"\x01"]
+
+
 def test_close_during_replay_ends_it_without_a_reader_error(tmp_path: Path) -> None:
     for name, text in (("a.log", CANDUMP), ("a.asc", ASC)):
         source = ReplaySource("r", write(tmp_path / name, text))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from agent.cli.records import flag_names, json_number
 from agent.errors import BavardError
 from agent.frames import OUT_OF_RANGE, TRUNCATED
 
@@ -84,23 +84,6 @@ def records(batch: Any) -> Iterator[dict[str, Any]]:
         yield {"type": "frame", "timestamp": json_number(f.timestamp), "channel": f.channel,
                "arbitration_id": f.arbitration_id, "is_extended": f.is_extended,
                "is_fd": f.is_fd, "data": f.data.hex()}
-
-
-def json_number(value: Any) -> Any:
-    """JSON has no NaN or infinities: write them as strings, as protobuf's JSON does."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    return value
-
-
-def flag_names(flags: int) -> list[str]:
-    """The names of the known flag bits that are set."""
-    names = []
-    if flags & OUT_OF_RANGE:
-        names.append("out_of_range")
-    if flags & TRUNCATED:
-        names.append("truncated")
-    return names
 
 
 def _write(out: IO[str], record: dict[str, Any]) -> None:

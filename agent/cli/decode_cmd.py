@@ -6,13 +6,13 @@ import argparse
 import contextlib
 import csv
 import json
-import math
 import sys
 from collections.abc import Iterable
 from typing import IO, Any
 
 from agent.cli.progress import Progress, count_lines
-from agent.frames import OUT_OF_RANGE, TRUNCATED, Sample
+from agent.cli.records import flag_names, json_number
+from agent.frames import Sample
 
 HELP = "decode a CAN log (candump, ASC, BLF, TRC; .gz too) through DBC files"
 
@@ -29,28 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
 
 
-def flag_names(flags: int) -> list[str]:
-    names = []
-    if flags & OUT_OF_RANGE:
-        names.append("out_of_range")
-    if flags & TRUNCATED:
-        names.append("truncated")
-    return names
-
-
-def json_value(value: Any) -> Any:
-    """JSON has no NaN or infinities: write them as strings, as protobuf's JSON does."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    return value
-
-
 def write_jsonl(samples: Iterable[Sample], out: IO[str]) -> None:
     dumps = json.dumps
     for s in samples:
         record: dict[str, Any] = {
             "timestamp": s.timestamp, "channel": s.channel, "message": s.message,
-            "signal": s.signal, "value": json_value(s.value), "unit": s.unit,
+            "signal": s.signal, "value": json_number(s.value), "unit": s.unit,
         }
         if s.label is not None:
             record["label"] = s.label
@@ -86,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         out: IO[str] = sys.stdout
         if args.output:
             out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline=""))
-        progress = Progress(count_lines(args.log), f"decoding {args.log}")
+        progress = Progress(None, f"decoding {args.log}")
+        if progress.enabled:  # counting is a read of the whole log: only for a terminal
+            progress.total = count_lines(args.log)
         stack.callback(progress.close)
         csv_writer = CsvWriter(out) if args.format == "csv" else None
         chunk: list[Sample] = []
@@ -119,7 +105,7 @@ def _report(frames: int, samples: int, skipped: Any, decoder: Any) -> None:
     if skipped:
         parts.append("skipped lines: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
     for label, counter in (("unknown ids", st.unknown), ("short frames", st.truncated),
-                           ("unknown multiplexer values", st.bad_mux)):
+                           ("long frames", st.excess), ("unknown multiplexer values", st.bad_mux)):
         if counter:
             parts.append(f"{label}: " + ", ".join(f"0x{i:X} x{n}" for i, n in
                                                   sorted(counter.items())))

@@ -109,9 +109,7 @@ def _to_bus(frames: Iterator[Frame], args: argparse.Namespace) -> str:
     except (can.CanError, OSError, ValueError) as exc:
         raise SourceError(f"cannot open {where}: {exc}") from exc
     try:
-        send_to_bus(frames, bus)
-    except (can.CanError, OSError) as exc:
-        raise SourceError(f"{where}: {exc}") from exc
+        send_to_bus(frames, bus)  # raises SourceError itself
     finally:
         bus.shutdown()
     return where

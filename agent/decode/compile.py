@@ -9,18 +9,18 @@ shifts and masks once. Two functions come out of one generated body::
         r0 = ((L >> 0) & 0xffff)
         r1 = ((L >> 16) & 0xff)
         vr0 = r0 * 0.25
-        vr1 = r1 * 1 + -40
+        vr1 = r1 + -40
         return _S0, (vr0, vr1, ), None, -40 <= vr1 <= 150
 
     def decode(data, ts, channel):         # a Decoded record, or None if unchanged
-        W = _from_bytes(data, 'big')       # only with a change filter
-        b = W & 0xffffff0000000000
-        if _last.get(0) == b:
+        L = _from_bytes(data, 'little')
+        b = L & 0xffffff                   # only with a change filter
+        if _common[0] == b:
             return None
-        _last[0] = b
         ...same body...
+        _common[0] = b                     # remembered only when a record comes out
         if -40 <= vr1 <= 150:
-            return _new(_Decoded, (ts, channel, 'Engine', _S0, (vr0, vr1, ), None, None))
+            return _new(_Decoded, (ts, channel, _name, _S0, (vr0, vr1, ), None, None))
         return _flag(_new(_Decoded, (...)))
 
 The arithmetic is the same as cantools' (integer scale and offset stay
@@ -78,8 +78,8 @@ def bit_field(signal: Any, length: int) -> BitField:
 
 def big_word_mask(field: BitField, length: int) -> int:
     """The field's bits as a mask over ``int.from_bytes(data, "big")``."""
-    if field.word == "B":
-        return field.mask << field.shift
+    if field.word == "B":  # a signal that does not fit (strict=False): its bits inside
+        return field.mask << field.shift if field.shift >= 0 else field.mask >> -field.shift
     little = (field.mask << field.shift) & ((1 << 8 * length) - 1)
     return int.from_bytes(little.to_bytes(length, "little"), "big")
 
@@ -126,6 +126,8 @@ def _scaled(signal: Any, raw_name: str, namespace: dict[str, Any]) -> str:
         # int * positive scale: adding 0 changes nothing, not even the sign of a zero
         return f"{raw_name} * {scale}"
     offset = _literal(conversion.offset, namespace, f"_offset_{raw_name}")
+    if conversion.scale == 1:  # x * 1 is x, for ints and floats alike
+        return f"{raw_name} + {offset}"
     return f"{raw_name} * {scale} + {offset}"
 
 
@@ -160,15 +162,14 @@ Line = str | _Return
 
 @dataclass(frozen=True)
 class ChangeFilter:
-    """Skip a frame whose ``common_mask`` bits equal those of the last frame and whose
-    ``page_mask`` bits equal those of the last frame with the same ``selector_mask``
-    bits (multiplexer value), unless ``refresh`` seconds passed. Masks are over
+    """Skip a frame whose ``common_mask`` bits equal those of the last decoded frame and
+    whose ``page_mask`` bits equal those of the last decoded frame with the same
+    ``selector_mask`` bits (multiplexer value). Masks are over
     ``int.from_bytes(data, "big")``."""
 
     common_mask: int  # signals in every frame (the multiplexer itself, when selected)
-    page_mask: int = 0  # multiplexed signals
+    page_mask: int = 0  # multiplexed signals, each on one page
     selector_mask: int = 0
-    refresh: float | None = None
 
 
 @dataclass
@@ -181,6 +182,9 @@ class CompiledMessage:
     decode: DecodeFn
     selector_bytes: int  # a frame shorter than this cannot pick its branch
     source: str  # the generated code, for debugging
+    # forget what the change filter remembers, so that it lets the next frame through
+    # (after a frame decoded without it, e.g. a short one)
+    forget: Callable[[], None]
 
 
 def multiplexer_mask(message: Any) -> int:
@@ -206,9 +210,12 @@ def compile_message(
     as is). Returns None when no signal of the message is wanted.
     """
     length = message.length
+    common: list[int | None] = [None]  # change filter: the bits of the last decoded frame
+    last: dict[int, int] = {}  # ... and, per multiplexer value, its page bits
     namespace: dict[str, Any] = {
         "_from_bytes": int.from_bytes, "_new": tuple.__new__, "_Decoded": Decoded,
-        "_flag": flag or (lambda d: d), "_last": {}, "_name": message.name,
+        "_flag": flag or (lambda d: d), "_common": common, "_last": last,
+        "_name": message.name,
     }
     counter = [0]
     selector_bytes = 0
@@ -264,17 +271,10 @@ def compile_message(
         # independent multiplexers at one level: branch on the first, and on the
         # others inside each of its branches
         (_mux, mux_var, branches), rest = pending[0], pending[1:]
-        by_subtree: dict[int, list[int]] = {}
-        subtrees: dict[int, list[Any]] = {}
-        for value, subtree in branches.items():
-            by_subtree.setdefault(id(subtree), []).append(value)
-            subtrees[id(subtree)] = subtree
         keyword = "if"
-        for key, values in by_subtree.items():
-            test = (f"{mux_var} == {values[0]}" if len(values) == 1
-                    else f"{mux_var} in {frozenset(values)!r}")
-            lines.append(f"{indent}{keyword} {test}:")
-            lines.extend(body(subtrees[key], taken, rest, indent + "    "))
+        for value, subtree in branches.items():  # cantools: one subtree per value
+            lines.append(f"{indent}{keyword} {mux_var} == {value}:")
+            lines.extend(body(subtree, taken, rest, indent + "    "))
             keyword = "elif"
         lines.append(f"{indent}raise KeyError({mux_var})")
         return lines
@@ -349,13 +349,20 @@ def compile_message(
         return f"{_big_to_little(big_mask, length) if word == 'L' else big_mask:#x}"
 
     decode_fn.append(f"    {word} = _from_bytes(data, '{order}')")
+    remember: list[str] = []
     if change is not None:
-        decode_fn += _change_test(change, word, mask, namespace)
+        test, remember = _change_test(change, word, mask)
+        decode_fn += test
     decode_fn += unpack(skip=word)
     for line in lines:
-        decode_fn += [line] if isinstance(line, str) else _decode_return(line)
+        decode_fn += [line] if isinstance(line, str) else _decode_return(line, remember)
     source = "\n".join(values_fn) + "\n\n" + "\n".join(decode_fn) + "\n"
     exec(compile(source, f"<bavard decoder {message.name}>", "exec"), namespace)
+
+    def forget() -> None:
+        common[0] = None
+        last.clear()
+
     return CompiledMessage(
         name=message.name,
         length=length,
@@ -363,6 +370,7 @@ def compile_message(
         decode=namespace["decode"],
         selector_bytes=selector_bytes,
         source=source,
+        forget=forget,
     )
 
 
@@ -389,56 +397,48 @@ def _struct_unpack(signals: list[Any], length: int, namespace: dict[str, Any]
                 continue
             fields.append((first_bit // 8, signal))
         fields.sort(key=lambda f: f[0])
-        fmt, position, names = prefix, 0, []
+        fmt, position = prefix, 0
+        taken: dict[str, str] = {}  # signal -> variable
         for offset, signal in fields:
             if offset < position:
                 continue  # overlaps the previous field: read with a shift instead
             code = _STRUCT_CODES[signal.length]
             fmt += "x" * (offset - position) + (code if signal.is_signed else code.upper())
             position = offset + signal.length // 8
-            var = f"s{len(unpacked)}"
-            unpacked[signal.name] = var
-            names.append(var)
-        if len(names) < 2:  # one field: a shift and a mask is as cheap
-            for var in names:
-                del unpacked[next(k for k, v in unpacked.items() if v == var)]
+            taken[signal.name] = f"s{len(unpacked) + len(taken)}"
+        if len(taken) < 2:  # one field: a shift and a mask is as cheap
             continue
+        unpacked.update(taken)
         struct_name = f"_struct_{order}"
         namespace[struct_name] = struct.Struct(fmt).unpack_from
-        lines.append(f"    {', '.join(names)}, = {struct_name}(data)")
+        lines.append(f"    {', '.join(taken.values())}, = {struct_name}(data)")
     return lines, unpacked
 
 
-def _change_test(change: ChangeFilter, word: str, mask: Callable[[int], str],
-                 namespace: dict[str, Any]) -> list[str]:
-    """Lines that return None when the frame's selected bits did not change."""
-    namespace["_refresh"] = change.refresh
-    namespace["_common"] = [None, None]  # [bits, timestamp] of the last decoded frame
-    fresh = "" if change.refresh is None else " and ts - p[1] < _refresh"
+def _change_test(change: ChangeFilter, word: str, mask: Callable[[int], str]
+                 ) -> tuple[list[str], list[str]]:
+    """Lines that return None when the frame's selected bits did not change, and the
+    lines that remember the bits of a frame that gives a record (one with an unknown
+    multiplexer value gives none, so it must not be remembered)."""
     if not change.page_mask:
         return [
             f"    b = {word} & {mask(change.common_mask)}",
-            "    p = _common",
-            f"    if p[0] == b{fresh}:",
+            "    if _common[0] == b:",
             "        return None",
-            "    p[0] = b",
-            "    p[1] = ts",
-        ]
+        ], ["_common[0] = b"]
     return [
         f"    k = {word} & {mask(change.selector_mask)}",
         f"    c = {word} & {mask(change.common_mask)}",
         f"    b = {word} & {mask(change.page_mask)}",
-        "    p = _last.get(k)",
-        f"    if _common[0] == c and p is not None and p[0] == b{fresh}:",
+        "    if _common[0] == c and _last.get(k) == b:",
         "        return None",
-        "    _common[0] = c",
-        "    _last[k] = (b, ts)",
-    ]
+    ], ["_common[0] = c", "_last[k] = b"]
 
 
-def _decode_return(r: _Return) -> list[str]:
+def _decode_return(r: _Return, remember: list[str]) -> list[str]:
     record = f"_new(_Decoded, (ts, channel, _name, {r.const}, ({r.values}), {r.labels}, None))"
+    lines = [f"{r.indent}{line}" for line in remember]
     if r.in_range == "True":
-        return [f"{r.indent}return {record}"]
-    return [f"{r.indent}if {r.in_range}:", f"{r.indent}    return {record}",
+        return [*lines, f"{r.indent}return {record}"]
+    return [*lines, f"{r.indent}if {r.in_range}:", f"{r.indent}    return {record}",
             f"{r.indent}return _flag({record})"]

@@ -6,9 +6,10 @@ make, and already in the per-message columnar shape the store wants.
 
 Fast path: each message is compiled once into a generated function
 (:mod:`agent.decode.compile`). For messages whose selected signals are all
-kept only on change, a frame whose selected bits did not change since the
-last frame with the same multiplexer value is skipped before decoding;
-counters and checksums ("volatile" signals) are masked out of that test.
+kept only on change (no heartbeat), a frame whose selected bits did not
+change since the last frame with the same multiplexer value is skipped before
+decoding; counters and checksums ("volatile" signals) are masked out of that
+test.
 
 Nothing is dropped silently: unknown ids, frames shorter than the DBC says,
 unknown multiplexer values and values outside the DBC's range are counted per
@@ -197,6 +198,7 @@ class ChannelDecoder:
         """A frame shorter than the DBC says: the signals that fit, flagged TRUNCATED."""
         fid = frame.arbitration_id
         self.stats.truncated[fid] += 1
+        compiled.forget()  # the rules see this frame's values: compare the next one with them
         available = len(frame.data)
         if available < compiled.selector_bytes:
             return None
@@ -225,14 +227,21 @@ class ChannelDecoder:
 def _change_filter(message: Any, wanted: Callable[[str, str], bool],
                    change_rule: ChangeRule | None, volatile: tuple[str, ...]
                    ) -> ChangeFilter | None:
-    """The change filter of a message whose selected signals are all kept only on change
-    (without a minimum period); None when any selected signal keeps every value, or
-    when the message nests multiplexers."""
+    """The change filter of a message whose selected signals are all kept only on change,
+    without a minimum period or a heartbeat: then a frame with the same bits as the last
+    one holding its signals can only give samples that the rules drop.
+
+    None otherwise, and when the filter could not tell the last frame holding a signal:
+    nested multiplexers, a signal on several pages. (A heartbeat is due some time after
+    the signal's last *kept* sample, which only the rules know: skipping on bits alone
+    would delay it.)
+    """
     if change_rule is None:
         return None
     selected = [s for s in message.signals if wanted(message.name, s.name)]
     rules = [change_rule(message.name, s.name) for s in selected]
-    if not rules or not all(on and min_period == 0 for on, min_period, _ in rules):
+    if not rules or not all(on and min_period == 0 and max_period is None
+                            for on, min_period, max_period in rules):
         return None
     if sum(1 for s in message.signals if s.is_multiplexer) > 1:
         return None
@@ -241,10 +250,10 @@ def _change_filter(message: Any, wanted: Callable[[str, str], bool],
         if any_matches(volatile, message.name, s.name):
             continue
         bits = big_word_mask(bit_field(s, message.length), message.length)
-        if s.multiplexer_ids:
+        if not s.multiplexer_ids:
+            common |= bits
+        elif len(s.multiplexer_ids) == 1:
             page |= bits
         else:
-            common |= bits
-    refresh = [r[2] for r in rules if r[2] is not None]
-    return ChangeFilter(common, page, multiplexer_mask(message) if page else 0,
-                        min(refresh) if refresh else None)
+            return None
+    return ChangeFilter(common, page, multiplexer_mask(message) if page else 0)

@@ -30,6 +30,7 @@ bad lines) takes the slow path.
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -47,7 +48,7 @@ SKIP_KINDS: dict[str, str] = {
     "error_frame": "a CAN error frame (id with CAN_ERR_FLAG 0x20000000)",
     "error": "an 'ERROR' line in place of a frame (e.g. 'vcan0 ERROR')",
     "no_timestamp": "a frame without '(seconds)' in front",
-    "bad_timestamp": "a '(...)' timestamp that is not a number",
+    "bad_timestamp": "a '(...)' timestamp that is not a finite number",
     "truncated": "a line that stops before its frame is complete",
     "bad_hex": "a non-hexadecimal character in the id, flags or data",
     "odd_length": "data with an odd number of hex digits",
@@ -124,7 +125,8 @@ def parse_candump(
                     except ValueError:
                         pass
                     else:
-                        if len(data) <= 8:
+                        # ts - ts is nan for inf and nan, whose lines the slow path skips
+                        if len(data) <= 8 and ts - ts == 0.0:
                             chan = channel or parts[1]
                             yield new(Frame, (ts, chan, known[0], known[1], False, data))
                             continue
@@ -187,6 +189,8 @@ def _parse_slow(parts: list[str], line: str, channel: str | None, ids: _Ids) -> 
         ts = float(first[1:-1])
     except ValueError:
         raise _Skip("bad_timestamp", f"timestamp {first!r} is not a number") from None
+    if not math.isfinite(ts):  # 'inf', 'nan', '1e999': no time to pace or store by
+        raise _Skip("bad_timestamp", f"timestamp {first!r} is not a finite number")
     n = len(parts)
     if n < 3:
         raise _Skip("truncated", "line ends before the frame")

@@ -40,4 +40,5 @@ class Pacer:
         due = clock0 + (timestamp - ts0) / self.speed
         delay = due - self._clock()
         if delay > 0:
-            self._wait(delay)
+            # a timestamp years ahead waits until stop, instead of an OverflowError
+            self._wait(min(delay, threading.TIMEOUT_MAX))

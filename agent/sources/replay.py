@@ -106,7 +106,6 @@ class ReplaySource(Source):
         self._wait = wait
         self._file: IO[Any] | None = None
         self.compressed = self.path.name.lower().endswith(".gz")
-        self.encoding = "utf-8"
         head = self._read_head()
         self.encoding = _text_encoding(head)
         self.format = _detect_format(self.path, self.compressed, head)
