@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from agent.errors import SourceError
 from agent.frames import Frame
 from agent.sources import candump
-from agent.sources.candump import SKIP_KINDS, parse_candump, scan_candump
+from agent.sources.candump import SKIP_KINDS, parse_candump
 
 GOOD_1 = "(1436509052.249713) vcan0 123#11223344\n"
 GOOD_2 = "(1436509052.349713) vcan0 123#55\n"
@@ -215,13 +215,6 @@ def test_warnings_per_kind_are_capped_but_all_counted(caplog: pytest.LogCaptureF
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 4
     assert messages[-1] == "t.log:3: further 'no_timestamp' lines are counted, not logged"
-
-
-def test_scan_candump_returns_counts() -> None:
-    assert scan_candump([GOOD_1, "# c\n", "\n", GOOD_2, "(1.0) vcan0 ERROR\n"]) == (
-        2,
-        Counter({"comment": 1, "error": 1}),
-    )
 
 
 def test_read_error_of_the_lines_is_a_source_error_naming_the_position() -> None:

@@ -146,15 +146,6 @@ def parse_candump(
         raise SourceError(f"{path}: cannot read past line {lineno}: {exc}") from exc
 
 
-def scan_candump(
-    lines: Iterable[str], path: str = "<candump>", *, warn_limit: int | None = DEFAULT_WARN_LIMIT
-) -> tuple[int, Counter[str]]:
-    """Read a whole log: (number of good frames, skipped lines per kind)."""
-    stats: Counter[str] = Counter()
-    frames = sum(1 for _ in parse_candump(lines, path, None, stats, warn_limit=warn_limit))
-    return frames, stats
-
-
 def _report(
     skip: _Skip, stats: Counter[str], warn_limit: int | None, path: str, lineno: int, line: str
 ) -> None:

@@ -67,7 +67,7 @@ PRAGMA user_version = {SCHEMA_VERSION};
 CHUNK_FIELDS = "seq_first, seq_last, class, items, ts_first, ts_last, stored_at, codec, nbytes"
 
 # SQLite primary result codes (the low byte of an extended code)
-SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 10, 11, 13, 14, 26
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 10, 11, 13, 26
 
 
 class CorruptDatabase(Exception):
