@@ -9,7 +9,12 @@
      │    └── LogFormatError         a log file whose format is unknown or unreadable
      ├── StoreError                  the buffer cannot do what was asked (closed, unknown
      │                               batch range, unusable state directory)
-     └── BatchFormatError            an upload batch that cannot be encoded or decoded
+     ├── BatchFormatError            an upload batch that cannot be encoded or decoded
+     └── UploadError                 a batch that could not be delivered
+          ├── TransientUploadError   try again later (refused or reset connection, timeout,
+          │                          DNS, HTTP 5xx/408/429, no PUBACK); .retry_after
+          └── RefusedUploadError     the receiver refused it for good (other 4xx, too
+                                     large, MQTT PUBACK reason >= 0x80): dead-letter it
 
 Foreign exceptions (OSError, can.CanError, cantools' own errors) are wrapped into
 this family at the boundary where they happen, with the place (file:line,
@@ -59,3 +64,22 @@ class StoreError(BavardError):
 
 class BatchFormatError(BavardError):
     """Bytes that are not a valid batch of a known version, or a batch that cannot be encoded."""
+
+
+class UploadError(BavardError):
+    """A batch that could not be delivered (see the two subclasses)."""
+
+
+class TransientUploadError(UploadError):
+    """Delivery failed in a way that may pass: retry with backoff.
+
+    ``retry_after`` is the receiver's own wish in seconds (HTTP Retry-After), if any.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RefusedUploadError(UploadError):
+    """The receiver refused the batch and will refuse it again: never retry it."""

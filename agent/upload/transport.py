@@ -1,0 +1,89 @@
+"""What every upload transport does: deliver one encoded batch, acknowledged.
+
+A transport knows nothing of the store, retries or connectivity (the uploader
+loop does those). :meth:`Transport.send` returns only once the receiver has
+acknowledged the batch (HTTP 2xx, MQTT PUBACK); otherwise it raises
+:class:`~agent.errors.TransientUploadError` (retry later) or
+:class:`~agent.errors.RefusedUploadError` (never retry). Every foreign
+exception (OSError, ssl.SSLError, paho's errors) is wrapped into one of the
+two at this boundary.
+
+Registry by URL scheme, imported lazily: ``https``/``http`` (agent.upload.http),
+``mqtts``/``mqtt`` (agent.upload.mqtt).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from agent.errors import ConfigError
+
+#: The HTTP content type of a batch (docs/batch-format.md).
+CONTENT_TYPE = "application/vnd.bavard.batch"
+#: The HTTP header that carries the batch id, so a receiver can drop a repeat.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: The MQTT 5 user property that carries the batch id.
+BATCH_ID_PROPERTY = "batch-id"
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """The part of ``[upload]`` a transport needs."""
+
+    url: str  # https://host:port/path, http://..., mqtts://host:port, mqtt://...
+    topic: str = "bavard/{vehicle}/batch"  # MQTT only; {vehicle} = pseudonymous id
+    timeout: float = 30.0  # seconds: connect, and then the acknowledgement
+    ca_file: Path | None = None  # custom CA bundle; None = the system's
+    cert_file: Path | None = None  # client certificate (mTLS)
+    key_file: Path | None = None  # its private key: refused when group/other can read it
+    max_batch_bytes: int = 4 * 1024 * 1024  # a bigger batch is refused without sending
+    mqtt_version: int = 5  # 5 or 311 (then the batch id travels only in the envelope)
+    client_id: str = ""  # MQTT client id; "" = "bavard-" + vehicle id
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def host(self) -> str:
+        """The endpoint's host name or address (what connectivity looks a route up for)."""
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme in ("https", "mqtts")
+
+
+class Transport(Protocol):
+    """Delivers one batch and returns once it is acknowledged."""
+
+    def send(self, batch_id: str, vehicle_id: str, payload: bytes) -> None:
+        """Deliver ``payload`` (an encoded batch); raise TransientUploadError or
+        RefusedUploadError. Safe to call again with the same batch after a failure."""
+
+    def close(self) -> None:
+        """Drop connections; idempotent. ``send`` may be called again afterwards."""
+
+
+SCHEMES = {
+    "https": "agent.upload.http:HttpTransport",
+    "http": "agent.upload.http:HttpTransport",
+    "mqtts": "agent.upload.mqtt:MqttTransport",
+    "mqtt": "agent.upload.mqtt:MqttTransport",
+}
+
+
+def open_transport(config: TransportConfig) -> Transport:
+    """The transport for ``config.url``'s scheme (ConfigError names ``upload.url``)."""
+    target = SCHEMES.get(config.scheme)
+    if target is None:
+        raise ConfigError(f"upload.url: scheme {config.scheme!r} is not one of "
+                          f"{', '.join(sorted(SCHEMES))}")
+    module, name = target.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    transport: Transport = cls(config)
+    return transport
