@@ -28,6 +28,7 @@ from agent.frames import Frame, Sample
 from agent.policy.rules import RuleSet
 from agent.policy.selection import Selector
 from agent.sources import Source, source_class
+from agent.sources.can_filters import can_filters_for
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,12 @@ def open_source(
     cfg: ChannelConfig,
     clock: Callable[[], float] = time.monotonic,
     wait: Callable[[float], object] | None = None,
+    can_filters: list[dict[str, Any]] | None = None,
 ) -> Source:
-    """Open the source a channel is configured for."""
+    """Open the source a channel is configured for.
+
+    ``can_filters``: python-can receive filters for a live bus (None: every frame).
+    """
     cls: Any = source_class(cfg.kind)
     if cfg.kind == "replay":
         return cls(cfg.name, cfg.log, speed=cfg.speed, channel=cfg.name, clock=clock, wait=wait)
@@ -62,7 +67,7 @@ def open_source(
         return cls(cfg.name, seed=cfg.seed, speed=cfg.speed, channel=cfg.name, clock=clock,
                    wait=wait)
     return cls(cfg.name, interface=cfg.interface, channel=cfg.channel, bitrate=cfg.bitrate,
-               fd=cfg.fd, data_bitrate=cfg.data_bitrate)
+               fd=cfg.fd, data_bitrate=cfg.data_bitrate, can_filters=can_filters)
 
 
 @dataclass
@@ -70,6 +75,7 @@ class ChannelRuntime:
     config: ChannelConfig
     source: Source
     decoder: ChannelDecoder
+    databases: list[Any] = field(default_factory=list)  # cantools databases, for metadata
     dropped: int = 0  # frames dropped because the queue was full (live sources only)
     error: str | None = None  # why the source stopped early, if it did
 
@@ -109,18 +115,25 @@ class Pipeline:
                 databases = [] if cfg.mode == "raw" else [load_dbc(p) for p in channel_dbcs(cfg)]
                 decoder = ChannelDecoder(cfg.name, databases, selector, change_rule,
                                          config.selection.volatile)
-                channels.append(ChannelRuntime(cfg, open_source(cfg, clock, wait), decoder))
+                # a live decoded bus: the kernel drops the frames of unselected messages
+                filters = (can_filters_for(databases, selector)
+                           if cfg.kind == "can" and cfg.mode == "decoded" else None)
+                channels.append(ChannelRuntime(cfg, open_source(cfg, clock, wait, filters),
+                                               decoder, databases))
         except BaseException:
             for ch in channels:
                 ch.source.close()
             raise
         return cls(channels, rules)
 
-    def run(self, sink: Sink, stop: threading.Event, raw_sink: RawSink | None = None) -> None:
+    def run(self, sink: Sink, stop: threading.Event, raw_sink: RawSink | None = None,
+            tick: Callable[[], None] | None = None) -> None:
         """Run until every source is exhausted or ``stop`` is set.
 
         Kept samples go to ``sink``; the frames of channels configured ``mode = "raw"``
         go to ``raw_sink`` as they are (counted in ``raw_dropped`` when there is none).
+        ``tick`` is called at least every half second while the loop is alive (the
+        daemon's watchdog beat), busy or idle.
         """
         threads = [
             threading.Thread(target=self._read, args=(i, ch, stop), name=f"source-{ch.config.name}",
@@ -135,6 +148,8 @@ class Pipeline:
         keep = self.rules.filter_decoded
         try:
             while running:
+                if tick is not None:
+                    tick()
                 try:
                     item = self._queue.get(timeout=0.5)
                 except queue.Empty:
