@@ -13,10 +13,13 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.errors import ConfigError
 from agent.store.settings import StoreConfig
+from agent.upload.settings import UploadConfig, VehicleConfig
+
+T = TypeVar("T")
 
 DEFAULT_PATH = Path("/etc/bavard/bavard.toml")
 MODES = ("decoded", "raw")
@@ -86,6 +89,8 @@ class Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     rules: tuple[SignalRule, ...] = ()
     store: StoreConfig = field(default_factory=StoreConfig)
+    upload: UploadConfig | None = None  # None: buffer only, nothing leaves the box
+    vehicle: VehicleConfig = field(default_factory=VehicleConfig)
 
 
 # ---------------------------------------------------------------------------
@@ -196,7 +201,8 @@ class _Reader:
     # -- sections -------------------------------------------------------------
 
     def config(self, raw: dict[str, Any]) -> Config:
-        top = self.table(raw, "", {"channels", "selection", "signals", "store"})
+        top = self.table(raw, "", {"channels", "selection", "signals", "store", "upload",
+                                  "vehicle"})
         channels_raw = top.get("channels")
         channels: list[ChannelConfig] = []
         if channels_raw is None:
@@ -223,44 +229,76 @@ class _Reader:
                 rule = self.rule(item, f"signals[{i}]")
                 if rule is not None:
                     rules.append(rule)
-        store = self.store(top.get("store", {}), "store")
+        store = self.fields(top.get("store", {}), "store", StoreConfig)
+        upload = self.upload(top.get("upload"), "upload")
+        vehicle = self.fields(top.get("vehicle", {}), "vehicle", VehicleConfig)
         return Config(channels=tuple(channels), selection=selection, rules=tuple(rules),
-                      store=store)
+                      store=store, upload=upload, vehicle=vehicle)
 
-    def store(self, raw: Any, key: str) -> StoreConfig:
-        """The [store] table: every field of StoreConfig, typed by its default."""
-        fields = {f.name: f for f in dataclasses.fields(StoreConfig)}
+    def fields(self, raw: Any, key: str, cls: type[T], skip: tuple[str, ...] = ()) -> T:
+        """A frozen settings dataclass from a table, each key typed by its field's
+        annotation; ``false`` for an optional number means "no limit" (None). The
+        dataclass's own ``problems()`` are reported under ``key``. Fields in ``skip``
+        are left to the caller (they are allowed keys but not read here)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         t = self.table(raw, key, set(fields))
         values: dict[str, Any] = {}
         for name, value in t.items():
-            if name not in fields:
+            if name not in fields or name in skip:
                 continue
-            default = fields[name].default
-            if isinstance(default, Path):
+            kind = str(fields[name].type)
+            here = _join(key, name)
+            if kind == "Path":
                 if not isinstance(value, str) or not value:
-                    self.problem(_join(key, name), f"expected a directory path, got {_kind(value)}")
+                    self.problem(here, f"expected a directory path, got {_kind(value)}")
                     continue
                 path = Path(value).expanduser()
                 values[name] = path if path.is_absolute() else self.base_dir / path
-            elif isinstance(default, bool | str):
-                what = "true or false" if isinstance(default, bool) else "a string"
-                checked = self.get(t, key, name, (type(default),), None, what)
+            elif kind == "Path | None":
+                checked_path = self.file(value, here, "file")
+                if checked_path is not None:
+                    values[name] = checked_path
+            elif kind in ("bool", "str"):
+                what = "true or false" if kind == "bool" else "a string"
+                checked = self.get(t, key, name, (bool,) if kind == "bool" else (str,), None,
+                                   what)
                 if checked is not None:
                     values[name] = checked
-            elif isinstance(default, int):
+            elif value is False and kind.endswith("| None"):
+                values[name] = None  # `max_age_samples = false`: no limit
+            elif kind.startswith("int"):
                 checked = self.integer(t, key, name, None)
                 if checked is not None:
                     values[name] = checked
-            elif value is False and "None" in str(fields[name].type):
-                values[name] = None  # `max_age_samples = false`: no limit
             else:  # seconds
                 checked = self.number(t, key, name, None)
                 if checked is not None:
                     values[name] = checked
-        config = StoreConfig(**values)
-        for problem in config.problems():
+        config = cls(**values)
+        for problem in config.problems():  # type: ignore[attr-defined]
             self.problems.append(f"{key}.{problem}")
         return config
+
+    def upload(self, raw: Any, key: str) -> UploadConfig | None:
+        if raw is None:
+            return None
+        config = self.fields(raw, key, UploadConfig, skip=("interfaces",))
+        if not isinstance(raw, dict) or "interfaces" not in raw:
+            return config
+        interfaces = raw["interfaces"]
+        ikey = _join(key, "interfaces")
+        if not isinstance(interfaces, dict):
+            self.problem(ikey, f"expected a table of glob = \"metered\"|\"unmetered\", "
+                               f"got {_kind(interfaces)}")
+            return config
+        pairs = []
+        for glob, link_class in interfaces.items():
+            if link_class not in ("metered", "unmetered"):
+                self.problem(f"{ikey}.{glob!r}", f"expected \"metered\" or \"unmetered\", "
+                                                 f"got {link_class!r}")
+            else:
+                pairs.append((glob, link_class))
+        return dataclasses.replace(config, interfaces=tuple(pairs))
 
     def channel(self, raw: Any, key: str) -> ChannelConfig | None:
         allowed = {"name", "dbc", "interface", "channel", "bitrate", "fd", "data_bitrate",

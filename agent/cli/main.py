@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "demo": "agent.cli.demo_cmd",
     "batch": "agent.cli.batch_cmd",
     "buffer": "agent.cli.buffer_cmd",
+    "run": "agent.cli.run_cmd",
 }
 
 
@@ -53,10 +54,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
+    """Log to stderr; with systemd priority prefixes when stderr is the journal."""
+    from agent.service.journal import configure_logging as to_stderr
+
     levels = (logging.WARNING, logging.INFO, logging.DEBUG)
-    level = logging.ERROR if quiet else levels[min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    to_stderr(logging.ERROR if quiet else levels[min(verbose, 2)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    configure_logging(args.verbose, args.quiet)
+    # a service says what it does (start, stop, reload) by default; commands say less
+    configure_logging(args.verbose + (args.command == "run"), args.quiet)
     try:
         result: int = _module(args.command).run(args)
     except BavardError as exc:

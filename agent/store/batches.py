@@ -59,9 +59,12 @@ def _first_free(db: sqlite3.Connection, kind: Kind,
 
 
 def next_batch(db: sqlite3.Connection, max_items: int | None, max_seconds: float | None,
-               inflight: MutableSet[int]) -> RawBatch | None:
-    """Hand out the next batch and mark it in flight (its ``seq_first`` in ``inflight``)."""
+               inflight: MutableSet[int], min_kind: Kind = Kind.FRAME) -> RawBatch | None:
+    """Hand out the next batch of a class >= ``min_kind`` and mark it in flight (its
+    ``seq_first`` in ``inflight``)."""
     for kind in KINDS_BY_PRIORITY:
+        if kind < min_kind:
+            break
         first = _first_free(db, kind, inflight)
         if first is None:
             continue

@@ -143,15 +143,16 @@ class Store:
 
     # -- the uploader ---------------------------------------------------------------------
 
-    def next_batch(self, max_items: int | None = None,
-                   max_seconds: float | None = None) -> StoredBatch | None:
-        """The oldest data not in flight, of the highest class present, marked in flight.
+    def next_batch(self, max_items: int | None = None, max_seconds: float | None = None,
+                   min_kind: Kind = Kind.FRAME) -> StoredBatch | None:
+        """The oldest data not in flight, of the highest class present (and at least
+        ``min_kind``: a metered link may carry only events), marked in flight.
 
         None when there is nothing to upload. A batch whose chunks cannot be
         decoded is moved to the dead letters and the next one is returned.
         """
         while True:
-            raw = self._call(lambda: self._writer.next_batch(max_items, max_seconds),
+            raw = self._call(lambda: self._writer.next_batch(max_items, max_seconds, min_kind),
                              abandoned=self._release_abandoned)
             if raw is None:
                 return None
@@ -199,8 +200,8 @@ class Store:
         ``timeout``, by default ``REQUEST_TIMEOUT``)."""
         self._call(self._writer.flush, timeout)
 
-    def stats(self) -> BufferStats:
-        return self._call(lambda: self._writer.stats(self._inbox.depth))
+    def stats(self, timeout: float | None = None) -> BufferStats:
+        return self._call(lambda: self._writer.stats(self._inbox.depth), timeout)
 
     @property
     def state(self) -> str:

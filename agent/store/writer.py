@@ -303,14 +303,14 @@ class Writer(threading.Thread):
 
     # -- requests (run in this thread, sent by the Store) -----------------------------------
 
-    def next_batch(self, max_items: int | None,
-                   max_seconds: float | None) -> batches.RawBatch | None:
+    def next_batch(self, max_items: int | None, max_seconds: float | None,
+                   min_kind: Kind = Kind.FRAME) -> batches.RawBatch | None:
         base = self.database
         if base.db is None:
             return None
         result: batches.RawBatch | None = base.guard(
             "next_batch", lambda db: batches.next_batch(db, max_items, max_seconds,
-                                                        base.inflight))
+                                                        base.inflight, min_kind))
         return result
 
     def finish_batch(self, action: str, seq_first: int, seq_last: int, reason: str = "") -> int:

@@ -1,0 +1,291 @@
+"""``bavard run``: sources -> decode -> policy -> store -> upload, as a service.
+
+Threads: one per source and the pipeline's consumer (agent.pipeline), the
+store's writer (agent.store), the uploader (agent.upload.uploader), the
+watchdog (agent.service.watchdog); the main thread only handles signals and
+looks after the others. Queues between them are bounded: see the pipeline's
+and the store's overflow policies.
+
+Signals (the handlers only set flags; the main thread acts on them):
+
+* SIGTERM, SIGINT: stop the sources, hand what was read to the store, stop the
+  uploader (a batch in flight is released, not lost), commit, exit 0: within
+  :data:`STOP_BUDGET` seconds.
+* SIGHUP: read the configuration again. A configuration with problems, or
+  DBCs that cannot be loaded, is rejected with every problem logged, and the
+  running one stays. Otherwise the pipeline and the uploader are rebuilt; the
+  store and what it holds are kept (a changed ``[store]`` needs a restart). The
+  frames of a live bus during the swap (well under a second) are not read.
+
+systemd (Type=notify): READY=1 once the sources are open; WATCHDOG=1 only while
+the pipeline, the store's writer and the uploader show progress (each beats,
+busy or idle: a thread stuck in a call stops the pings and systemd restarts the
+service); a STATUS= line with frames/s, buffer depth and the age of the last
+upload.
+
+Exit status: 0 after a stop, 78 (EX_CONFIG) for a configuration that cannot be
+used at start (the unit does not restart on it), 1 for any other failure to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from agent.config import Config, load_config
+from agent.decode.dbc_files import load_dbc
+from agent.errors import BavardError, ConfigError, StoreError
+from agent.pipeline import Pipeline, channel_dbcs
+from agent.service.identity import identity
+from agent.service.notify import Notifier
+from agent.service.watchdog import Watchdog
+from agent.store.buffer import Store
+from agent.store.writer import CommitInfo
+from agent.upload.uploader import Uploader
+
+log = logging.getLogger(__name__)
+
+EX_CONFIG = 78
+STOP_BUDGET = 5.0  # seconds from SIGTERM to exit
+MONITOR = 2.0  # seconds between the main thread's looks at the others
+SILENCE = 30.0  # a thread may be silent this long before the watchdog gives up on it
+
+
+@dataclass
+class _Worker:
+    thread: threading.Thread
+    stop: threading.Event
+
+
+class Daemon:
+    def __init__(self, config_path: Path, *, notifier: Notifier | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config_path = Path(config_path)
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.config: Config | None = None
+        self.store: Store | None = None
+        self.pipeline: Pipeline | None = None
+        self.uploader: Uploader | None = None
+        self._pipeline_worker: _Worker | None = None
+        self._uploader_worker: _Worker | None = None
+        self._wake = threading.Event()
+        self._stop_requested = False
+        self._reload_requested = False
+        self.watchdog = Watchdog(self.notifier, status=self.status_line)
+        self._rate = (time.monotonic(), 0)  # (when, frames) for frames/s
+        self._frames_per_s = 0.0
+        self._depth = 0
+        self._pipeline_ended_logged = False
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.request_stop()
+
+    def _on_reload_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.request_reload()
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    # -- life --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            _log_problems(f"{self.config_path}: configuration rejected", exc)
+            return EX_CONFIG
+        try:
+            self.store = Store(config.store, clock=self.clock,
+                               on_commit=self._committed).start()
+        except StoreError as exc:
+            log.error("cannot open the buffer: %s", exc)
+            return 1
+        watchdog_stop = threading.Event()
+        dog = threading.Thread(target=self.watchdog.run, args=(watchdog_stop,),
+                               name="watchdog", daemon=True)
+        try:
+            try:
+                self._start(config)
+            except ConfigError as exc:
+                _log_problems(f"{self.config_path}: configuration rejected", exc)
+                return EX_CONFIG
+            except BavardError as exc:
+                log.error("cannot start: %s", exc)
+                return 1
+            self.watchdog.register("store-writer", SILENCE)
+            self.notifier.ready(self.status_line())
+            log.info("running: %s", ", ".join(
+                f"{c.name} ({c.kind})" for c in config.channels))
+            dog.start()
+            while not self._stop_requested:
+                self._wake.wait(MONITOR)
+                self._wake.clear()
+                if self._reload_requested and not self._stop_requested:
+                    self._reload_requested = False
+                    self._reload()
+                self._monitor()
+            self.notifier.stopping("stopping")
+            log.info("stopping")
+            return 0
+        finally:
+            deadline = time.monotonic() + STOP_BUDGET - 0.5
+            self._stop_workers(deadline)
+            watchdog_stop.set()
+            if self.store is not None:
+                self.store.close(timeout=max(0.5, deadline - time.monotonic()))
+            self.notifier.close()
+
+    def _start(self, config: Config) -> None:
+        """Open the sources and start the pipeline and the uploader for ``config``."""
+        assert self.store is not None
+        pipeline = Pipeline.from_config(config)
+        self.config, self.pipeline = config, pipeline
+        beat = self.watchdog.register("pipeline", SILENCE)
+        stop = threading.Event()
+        store = self.store
+        thread = threading.Thread(target=pipeline.run, name="pipeline", daemon=True,
+                                  args=(store.put_samples, stop, store.put_frames, beat))
+        self._pipeline_worker = _Worker(thread, stop)
+        self._pipeline_ended_logged = False
+        thread.start()
+        if config.upload is not None:
+            self._start_uploader(config, pipeline)
+
+    def _start_uploader(self, config: Config, pipeline: Pipeline) -> None:
+        from agent.upload.budget import DataBudget
+        from agent.upload.connectivity import Connectivity, InterfaceRules
+        from agent.upload.transport import open_transport
+
+        upload = config.upload
+        assert upload is not None and self.store is not None
+        transport = open_transport(upload.transport())
+        rules = InterfaceRules.with_overrides(dict(upload.interfaces))
+        budget = DataBudget(config.store.state_dir, upload.metered_daily_bytes,
+                            upload.metered_monthly_bytes, self.clock)
+        beat = self.watchdog.register("uploader", SILENCE)
+        uploader = Uploader(self.store, transport, upload, identity(config, pipeline),
+                            connectivity=Connectivity(rules), budget=budget, clock=self.clock,
+                            beat=beat)
+        stop = threading.Event()
+        thread = threading.Thread(target=uploader.run, args=(stop,), name="uploader",
+                                  daemon=True)
+        self.uploader = uploader
+        self._uploader_worker = _Worker(thread, stop)
+        thread.start()
+
+    def _stop_workers(self, deadline: float) -> None:
+        """Sources first (what they read goes to the store), then the uploader."""
+        pipeline_worker, self._pipeline_worker = self._pipeline_worker, None
+        if pipeline_worker is not None:
+            pipeline_worker.stop.set()
+            pipeline_worker.thread.join(max(0.1, deadline - 1.0 - time.monotonic()))
+            if pipeline_worker.thread.is_alive():
+                log.error("the pipeline did not stop in time; frames it holds are lost")
+            self.watchdog.unregister("pipeline")
+        uploader_worker, self._uploader_worker = self._uploader_worker, None
+        if uploader_worker is not None and self.uploader is not None:
+            uploader_worker.stop.set()
+            self.uploader.wake()
+            self.uploader.transport.close()  # unblocks a send waiting for its answer
+            uploader_worker.thread.join(max(0.1, deadline - time.monotonic()))
+            if uploader_worker.thread.is_alive():
+                log.error("the uploader did not stop in time; its batch comes back at start")
+            self.watchdog.unregister("uploader")
+            self.uploader = None
+
+    # -- reload ------------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        log.info("reloading %s", self.config_path)
+        try:
+            config = load_config(self.config_path)
+            for channel in config.channels:  # DBC problems reject the new configuration
+                if channel.mode != "raw":
+                    for path in channel_dbcs(channel):
+                        load_dbc(path)
+        except BavardError as exc:
+            _log_problems(f"{self.config_path}: new configuration rejected, the running one "
+                          f"stays", exc)
+            self.notifier.status("reload rejected: see the log")
+            return
+        assert self.config is not None
+        self.notifier.reloading("reloading")
+        if config.store != self.config.store:
+            log.warning("[store] changed: it takes effect at the next restart")
+            config = Config(config.channels, config.selection, config.rules, self.config.store,
+                            config.upload, config.vehicle)
+        old = self.config
+        self._stop_workers(time.monotonic() + STOP_BUDGET - 1.0)
+        try:
+            self._start(config)
+        except BavardError as exc:
+            log.error("the new configuration cannot start (%s); going back to the old one", exc)
+            self._stop_workers(time.monotonic() + 2.0)
+            self._start(old)
+        self.notifier.ready(self.status_line())
+        log.info("reloaded")
+
+    # -- looking after the others ------------------------------------------------------------
+
+    def _committed(self, info: CommitInfo) -> None:  # in the store's writer thread
+        uploader = self.uploader
+        if uploader is not None:
+            uploader.wake()
+
+    def _monitor(self) -> None:
+        store = self.store
+        assert store is not None
+        try:  # a writer that answers within the time is alive
+            stats = store.stats(timeout=MONITOR * 2)
+            self._depth = sum(c.items for c in stats.classes.values())
+            self.watchdog.beat("store-writer")
+        except (StoreError, KeyError) as exc:
+            log.warning("the store did not answer: %s", exc)
+        worker = self._pipeline_worker
+        if worker is not None and not worker.thread.is_alive() and not worker.stop.is_set():
+            if not self._pipeline_ended_logged:
+                log.info("every source has ended; uploading what is buffered")
+                self._pipeline_ended_logged = True
+            self.watchdog.unregister("pipeline")
+        pipeline = self.pipeline
+        if pipeline is not None:
+            now, frames = time.monotonic(), pipeline.frames_in
+            then, before = self._rate
+            if now - then >= 1.0:
+                self._frames_per_s = (frames - before) / (now - then)
+                self._rate = (now, frames)
+
+    def status_line(self) -> str:
+        parts = [f"{self._frames_per_s:,.0f} frames/s", f"buffer {self._depth:,} items"]
+        uploader = self.uploader
+        if uploader is None:
+            parts.append("upload off")
+        else:
+            last = uploader.stats.last_upload
+            age = "never" if last is None else f"{max(0.0, self.clock() - last):,.0f} s ago"
+            parts.append(f"upload {uploader.stats.state}, last {age}")
+        return ", ".join(parts)
+
+
+def _log_problems(headline: str, exc: BavardError) -> None:
+    problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+    log.error("%s:\n  %s", headline, "\n  ".join(problems))

@@ -1,0 +1,109 @@
+"""The data budget of metered links: bytes per day and per month, kept across restarts.
+
+Every attempt over a metered link is charged (payload plus :data:`OVERHEAD` for
+the protocol and TLS framing), delivered or not: the operator pays for what was
+sent, not for what arrived. Periods are calendar days and months in UTC (a
+carrier's billing day is not known to the box; UTC keeps a reboot across a
+time-zone change from granting a second day).
+
+The state is a small JSON file in the state directory, replaced atomically
+(temporary file, fsync, rename) after each charge, so a power cut keeps the
+last charge or the one before, never a torn file. An unreadable file is
+reported and treated as a fresh period: a box never stops uploading events
+because of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+OVERHEAD = 1024  # bytes per attempt: headers, TLS records, TCP/IP framing (an estimate)
+FILE_NAME = "metered-budget.json"
+
+
+@dataclass
+class Spent:
+    day: str  # "2026-11-26"
+    month: str  # "2026-11"
+    day_bytes: int = 0
+    month_bytes: int = 0
+
+
+class DataBudget:
+    def __init__(self, state_dir: Path, daily: int | None, monthly: int | None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(state_dir) / FILE_NAME
+        self.daily = daily
+        self.monthly = monthly
+        self.clock = clock
+        self.spent = self._load()
+
+    def _periods(self) -> tuple[str, str]:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        return now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
+
+    def _load(self) -> Spent:
+        day, month = self._periods()
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            spent = Spent(str(raw["day"]), str(raw["month"]), int(raw["day_bytes"]),
+                          int(raw["month_bytes"]))
+        except FileNotFoundError:
+            return Spent(day, month)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("metered budget: %s unreadable (%s); starting a fresh period",
+                        self.path, exc)
+            return Spent(day, month)
+        return spent
+
+    def _roll(self) -> Spent:
+        day, month = self._periods()
+        s = self.spent
+        if s.month != month:
+            s.month, s.month_bytes = month, 0
+        if s.day != day:
+            s.day, s.day_bytes = day, 0
+        return s
+
+    def allows(self, payload_bytes: int) -> bool:
+        """Would sending ``payload_bytes`` now stay within both limits?"""
+        s = self._roll()
+        cost = payload_bytes + OVERHEAD
+        return ((self.daily is None or s.day_bytes + cost <= self.daily)
+                and (self.monthly is None or s.month_bytes + cost <= self.monthly))
+
+    def charge(self, payload_bytes: int) -> None:
+        s = self._roll()
+        cost = payload_bytes + OVERHEAD
+        s.day_bytes += cost
+        s.month_bytes += cost
+        self._save()
+
+    def seconds_to_reset(self) -> float:
+        """Until the next UTC midnight: the earliest moment the budget can grow."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return (midnight - now).total_seconds()
+
+    def _save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        data = json.dumps(vars(self.spent)).encode()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as exc:  # a full disk must not stop the upload of events
+            log.warning("metered budget: cannot save %s: %s", self.path, exc)

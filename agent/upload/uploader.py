@@ -1,0 +1,308 @@
+"""The uploader loop: store -> batch -> transport -> ack. Nothing lost, nothing twice.
+
+One thread runs :meth:`Uploader.run`. Each round:
+
+1. **Link.** With the connectivity gate on, ask the kernel which link reaches
+   the endpoint (agent.upload.connectivity). No link: wait for a netlink change
+   (no busy loop), and try again at once when one comes. A link that cannot be
+   judged at all (netlink refused) is logged once and treated as up.
+2. **Batch.** Take the next batch from the store, of a class the link may carry
+   (a metered link: ``metered_classes`` and above, within the daily and monthly
+   budget of agent.upload.budget). Events go at once; samples and frames wait up
+   to ``linger`` seconds after a small batch, so that batches are big enough to
+   compress well, unless a backlog is draining.
+3. **Delivery.** Encode it (agent.batch.codec) and hand it to the transport.
+   The store deletes it only after the receiver's acknowledgement (HTTP 2xx,
+   MQTT PUBACK). A transient failure is retried with tenacity: exponential
+   backoff with full jitter, capped at ``retry_max``, or the receiver's
+   Retry-After if longer, sleeping on the stop event so shutdown interrupts it.
+   After :data:`ATTEMPTS_PER_BATCH` attempts, or when the link goes, the batch is
+   released (it comes back as the same range, so the same batch id) and the
+   round starts over, so an event can overtake a stuck sample batch. A refusal
+   moves the batch to the store's dead letters and the next batch goes on.
+
+A receiver that got a batch whose acknowledgement was lost gets it again with
+the same batch id and drops the repeat: delivery is at least once, storage at
+the receiver exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+from agent.batch.codec import encode
+from agent.batch.model import Batch, SignalKey, SignalMeta
+from agent.errors import (
+    BatchFormatError,
+    RefusedUploadError,
+    StoreError,
+    TransientUploadError,
+)
+from agent.store.buffer import Store, StoredBatch
+from agent.store.settings import Kind
+from agent.upload.budget import DataBudget
+from agent.upload.connectivity import Connectivity, ConnectivityError, Link
+from agent.upload.settings import UploadConfig
+from agent.upload.transport import Transport
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS_PER_BATCH = 8  # then release it and choose again (an event may be waiting)
+IDLE = 5.0  # seconds between looks when there is nothing to do (and watchdog beats)
+RETRY_AFTER_MAX = 3600.0  # a receiver's Retry-After is honoured up to this
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What every batch says about where it comes from."""
+
+    vehicle_id: str
+    dbc_fingerprint: str = ""
+    signals: dict[SignalKey, SignalMeta] = field(default_factory=dict)
+
+
+@dataclass
+class UploadStats:
+    """Counters of the uploader (read by the status line and ``bavard buffer``)."""
+
+    batches: int = 0  # acknowledged by the receiver
+    items: int = 0
+    bytes: int = 0  # payload bytes acknowledged
+    attempts: int = 0
+    transient: int = 0  # failed attempts that were retried
+    refused: int = 0  # batches dead-lettered
+    refused_items: int = 0
+    last_upload: float | None = None  # clock time of the last acknowledgement
+    last_error: str = ""
+    state: str = "starting"  # uploading, waiting-link, idle, backoff, budget, stopped
+    link: str = ""
+
+
+class _Interrupted(Exception):
+    """Shutdown or a lost link ends the retries of a batch (it is released)."""
+
+
+class Uploader:
+    def __init__(self, store: Store, transport: Transport, config: UploadConfig,
+                 identity: Identity, *, connectivity: Connectivity | None = None,
+                 budget: DataBudget | None = None, clock: Callable[[], float] = time.time,
+                 rng: Callable[[], float] = random.random,
+                 beat: Callable[[], None] = lambda: None) -> None:
+        self.store = store
+        self.transport = transport
+        self.config = config
+        self.identity = identity
+        self.connectivity = connectivity
+        self.budget = budget
+        self.clock = clock
+        self.rng = rng
+        self.beat = beat
+        self.stats = UploadStats()
+        self.endpoint = config.transport().host
+        self._wake = threading.Event()
+        self._streak = 0  # consecutive transient failures, across batches
+        self._linger_until = 0.0  # samples and frames wait until then (clock time)
+        self._gate_broken = False
+
+    def wake(self) -> None:
+        """New data was committed, or stop was set: look again now."""
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self.beat()
+                self._round(stop)
+        finally:
+            self.stats.state = "stopped"
+            self.transport.close()
+
+    def _round(self, stop: threading.Event) -> None:
+        link = self._link()
+        if link is False:
+            self.stats.state = "waiting-link"
+            self._wait_for_link(stop)
+            return
+        metered = isinstance(link, Link) and link.metered
+        min_kind = self.config.metered_min_kind if metered else Kind.FRAME
+        if self.clock() < self._linger_until:
+            min_kind = max(min_kind, Kind.EVENT)
+        try:
+            batch = self.store.next_batch(self.config.batch_items, self.config.batch_seconds,
+                                          min_kind)
+        except StoreError as exc:
+            log.error("upload: the store cannot hand out a batch: %s", exc)
+            self._idle(stop, IDLE)
+            return
+        if batch is None:
+            self.stats.state = "idle"
+            self._idle(stop, max(0.0, min(IDLE, self._linger_until - self.clock())) or IDLE)
+            return
+        self.stats.state = "uploading"
+        self._upload(batch, link if isinstance(link, Link) else None, stop)
+
+    def _upload(self, stored: StoredBatch, link: Link | None, stop: threading.Event) -> None:
+        first, last = stored.seq_first, stored.seq_last
+        identity = self.identity
+        batch = Batch(identity.vehicle_id, first, last, identity.dbc_fingerprint,
+                      stored.samples, stored.events, stored.frames)
+        try:
+            payload = encode(batch.with_metadata(identity.signals))
+        except BatchFormatError as exc:  # a bug upstream: never retry it
+            self._dead_letter(stored, f"cannot encode: {exc}")
+            return
+        budget = self.budget if link is not None and link.metered else None
+        if budget is not None and not budget.allows(len(payload)):
+            self.store.release(first, last)
+            self.stats.state = "budget"
+            log.info("upload: metered budget spent; waiting for an unmetered link or the "
+                     "next period")
+            self._wait_for_link(stop, min(budget.seconds_to_reset(), 600.0))
+            return
+        batch_id = batch.batch_id
+        try:
+            self._deliver(batch_id, payload, link, stop)
+        except RefusedUploadError as exc:
+            self._dead_letter(stored, str(exc))
+            return
+        except (TransientUploadError, _Interrupted) as exc:
+            self.store.release(first, last)
+            if isinstance(exc, TransientUploadError) and not stop.is_set():
+                self._backoff_pause(stop)  # the streak goes on with the next batch
+            return
+        acked = self.store.ack(first, last)
+        self._streak = 0
+        st = self.stats
+        st.batches += 1
+        st.items += acked
+        st.bytes += len(payload)
+        st.last_upload = self.clock()
+        st.last_error = ""
+        small = (stored.items < self.config.batch_items // 2 and
+                 _span(stored) < self.config.batch_seconds / 2)
+        if stored.kind != Kind.EVENT and small:  # caught up: let the next batch fill
+            self._linger_until = self.clock() + self.config.linger
+        log.debug("upload: batch %s (%d..%d, %d items, %d bytes) delivered", batch_id,
+                  first, last, acked, len(payload))
+
+    def _deliver(self, batch_id: str, payload: bytes, link: Link | None,
+                 stop: threading.Event) -> None:
+        def attempt() -> None:
+            if stop.is_set():
+                raise _Interrupted("stopping")
+            if link is not None and self.connectivity is not None and self._link() is False:
+                raise _Interrupted(f"link {link.name} is gone")
+            self.beat()
+            self.stats.attempts += 1
+            if link is not None and link.metered and self.budget is not None:
+                self.budget.charge(len(payload))
+            try:
+                self.transport.send(batch_id, self.identity.vehicle_id, payload)
+            except TransientUploadError as exc:
+                self._streak += 1
+                self.stats.transient += 1
+                self.stats.last_error = str(exc)
+                raise
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientUploadError),
+            wait=self._wait,
+            stop=lambda state: stop.is_set() or state.attempt_number >= ATTEMPTS_PER_BATCH,
+            sleep=self._sleeper(stop),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        retrying(attempt)
+
+    # -- backoff ---------------------------------------------------------------------------
+
+    def backoff(self, streak: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after ``streak`` consecutive failures: full jitter under an
+        exponential cap, or the receiver's Retry-After if that is longer."""
+        cap = min(self.config.retry_max, self.config.retry_initial * 2 ** max(0, streak - 1))
+        delay = self.rng() * cap
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, RETRY_AFTER_MAX))
+        return delay
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        retry_after = exc.retry_after if isinstance(exc, TransientUploadError) else None
+        return self.backoff(self._streak, retry_after)
+
+    def _sleeper(self, stop: threading.Event) -> Callable[[float], None]:
+        def sleep(seconds: float) -> None:
+            self.stats.state = "backoff"
+            deadline = time.monotonic() + seconds
+            while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+                self.beat()  # waiting on purpose is progress for the watchdog
+                stop.wait(min(left, IDLE))
+            self.stats.state = "uploading"
+        return sleep
+
+    def _backoff_pause(self, stop: threading.Event) -> None:
+        self._sleeper(stop)(self.backoff(self._streak))
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning("upload: attempt %d failed (%s); next in %.1f s", state.attempt_number,
+                    exc, delay)
+
+    # -- links and waiting -----------------------------------------------------------------
+
+    def _link(self) -> Link | bool:
+        """The link to use; True when there is no gate; False when there is no link."""
+        if self.connectivity is None or not self.config.require_link or self._gate_broken:
+            return True
+        try:
+            status = self.connectivity.status(self.endpoint)
+        except ConnectivityError as exc:
+            log.warning("upload: cannot read the link state (%s); uploading without the "
+                        "connectivity gate", exc)
+            self._gate_broken = True
+            return True
+        if status.reason != self.stats.link:
+            log.info("upload: %s", status.reason if status.link else f"no link: {status.reason}")
+            self.stats.link = status.reason
+        return status.link if status.link is not None else False
+
+    def _wait_for_link(self, stop: threading.Event, timeout: float = 60.0) -> None:
+        """Block on netlink until something changes (or the timeout: DNS makes no event)."""
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.beat()
+            if self.connectivity is None:
+                stop.wait(min(left, IDLE))
+            elif self.connectivity.wait_for_change(min(left, IDLE), stop):
+                return
+
+    def _idle(self, stop: threading.Event, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _dead_letter(self, stored: StoredBatch, reason: str) -> None:
+        log.error("upload: batch %d..%d refused, moved to the dead letters: %s",
+                  stored.seq_first, stored.seq_last, reason)
+        items = self.store.dead_letter(stored.seq_first, stored.seq_last, reason[:500])
+        self.stats.refused += 1
+        self.stats.refused_items += items
+        self.stats.last_error = reason
+
+
+def _span(stored: StoredBatch) -> float:
+    records: list[Any] = stored.samples or stored.events or stored.frames
+    if not records:
+        return 0.0
+    stamps = [r.timestamp for r in records]
+    return float(max(stamps) - min(stamps))
