@@ -64,8 +64,9 @@ def open_source(
     if cfg.kind == "replay":
         return cls(cfg.name, cfg.log, speed=cfg.speed, channel=cfg.name, clock=clock, wait=wait)
     if cfg.kind == "simulator":
+        extra = {} if start_time is None else {"start_time": start_time}
         return cls(cfg.name, seed=cfg.seed, speed=cfg.speed, channel=cfg.name, clock=clock,
-                   wait=wait)
+                   wait=wait, **extra)
     return cls(cfg.name, interface=cfg.interface, channel=cfg.channel, bitrate=cfg.bitrate,
                fd=cfg.fd, data_bitrate=cfg.data_bitrate, can_filters=can_filters)
 
@@ -98,7 +99,12 @@ class Pipeline:
         config: Config,
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float], object] | None = None,
+        start_time: float | None = None,
     ) -> Pipeline:
+        """Load the DBCs, compile the decoders and open the sources of ``config``.
+
+        ``start_time``: see :func:`open_source` (the daemon stamps simulated frames
+        with the wall clock, like a real bus)."""
         rules = RuleSet(config.rules)
         selector = Selector(config.selection.include, config.selection.exclude)
 

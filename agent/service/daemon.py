@@ -157,7 +157,7 @@ class Daemon:
     def _start(self, config: Config) -> None:
         """Open the sources and start the pipeline and the uploader for ``config``."""
         assert self.store is not None
-        pipeline = Pipeline.from_config(config)
+        pipeline = Pipeline.from_config(config, start_time=self.clock())
         self.config, self.pipeline = config, pipeline
         beat = self.watchdog.register("pipeline", SILENCE)
         stop = threading.Event()
