@@ -55,10 +55,13 @@ def open_source(
     clock: Callable[[], float] = time.monotonic,
     wait: Callable[[float], object] | None = None,
     can_filters: list[dict[str, Any]] | None = None,
+    start_time: float | None = None,
 ) -> Source:
     """Open the source a channel is configured for.
 
     ``can_filters``: python-can receive filters for a live bus (None: every frame).
+    ``start_time`` stamps a simulated vehicle's first frame (default: a fixed date,
+    so that its output is reproducible).
     """
     cls: Any = source_class(cfg.kind)
     if cfg.kind == "replay":
@@ -124,8 +127,8 @@ class Pipeline:
                 # a live decoded bus: the kernel drops the frames of unselected messages
                 filters = (can_filters_for(databases, selector)
                            if cfg.kind == "can" and cfg.mode == "decoded" else None)
-                channels.append(ChannelRuntime(cfg, open_source(cfg, clock, wait, filters),
-                                               decoder, databases))
+                source = open_source(cfg, clock, wait, filters, start_time)
+                channels.append(ChannelRuntime(cfg, source, decoder, databases))
         except BaseException:
             for ch in channels:
                 ch.source.close()
