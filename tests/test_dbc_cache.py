@@ -9,6 +9,7 @@ import pickle
 import random
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -299,18 +300,41 @@ def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:
     assert fresh.exists()
 
 
+@pytest.fixture
+def fresh_default(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    dbc_cache._reset()
+    yield
+    dbc_cache._reset()
+
+
+@pytest.mark.usefixtures("fresh_default")
 def test_use_cache_makes_it_the_default_of_load_dbc(tmp_path: Path) -> None:
     (tmp_path / "a.dbc").write_text(SMALL)
+    assert dbc_cache.active_cache() is None, "no cache unless asked for"
     cache = DbcCache(tmp_path / "cache")
     use_cache(cache)
-    try:
-        load_dbc(tmp_path / "a.dbc")
-        load_dbc(tmp_path / "a.dbc")
-    finally:
-        use_cache(None)
+    load_dbc(tmp_path / "a.dbc")
+    load_dbc(tmp_path / "a.dbc")
     assert (cache.misses, cache.hits) == (1, 1)
+    use_cache(None)
     load_dbc(tmp_path / "a.dbc")
     assert (cache.misses, cache.hits) == (1, 1), "use_cache(None) turns it off"
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_systemd_cache_directory_turns_the_cache_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.dbc").write_text(SMALL)
+    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "systemd"))
+    load_dbc(tmp_path / "a.dbc")
+    cache = dbc_cache.active_cache()
+    assert cache is not None and cache.directory == tmp_path / "systemd"
+    assert len(entries(cache)) == 1
+    load_dbc(tmp_path / "a.dbc")
+    assert cache.hits == 1
+    use_cache(None)  # the entry point may still turn it off
+    assert dbc_cache.active_cache() is None
 
 
 def test_default_directory() -> None:

@@ -57,7 +57,10 @@ entry when it lists several), else ``$XDG_CACHE_HOME/bavard``, else
 Use: ``load_dbc(path, cache=DbcCache())`` or, once at start-up in the entry
 point, ``use_cache(DbcCache())`` so that every :func:`load_dbc` of the process
 uses it (the pipeline and the simulator call ``load_dbc(path)``). Without
-either, nothing is cached: library users and tests get no hidden side effects.
+either, a process started with ``$CACHE_DIRECTORY`` set (the systemd unit's
+``CacheDirectory=bavard``) uses that directory, like cantools' own
+``CANTOOLS_CACHE_DIR``; otherwise nothing is cached, so library users, the
+command line and tests get no hidden files.
 """
 
 from __future__ import annotations
@@ -291,20 +294,37 @@ class DbcCache:
         return True
 
 
-# the cache that load_dbc() uses when it is given none; set by the entry point
-_active: DbcCache | None = None
+# the cache that load_dbc() uses when it is given none: set by the entry point, or
+# made from $CACHE_DIRECTORY on first use
+_UNSET = object()
+_active: object = _UNSET
 
 
 def use_cache(cache: DbcCache | None) -> None:
-    """Make ``cache`` the one that every :func:`load_dbc` without ``cache=`` uses
-    (None: no caching, the default). Call once from the entry point."""
+    """Make ``cache`` the one that every :func:`load_dbc` without ``cache=`` uses;
+    None turns caching off (even with ``$CACHE_DIRECTORY`` set). Call once from the
+    entry point."""
     global _active
     _active = cache
 
 
-def active_cache() -> DbcCache | None:
-    """The cache set by :func:`use_cache`, if any."""
-    return _active
+def active_cache(environ: Mapping[str, str] | None = None) -> DbcCache | None:
+    """The cache set by :func:`use_cache`; if none was set, one in ``$CACHE_DIRECTORY``
+    when that is set (systemd sets it for a unit with ``CacheDirectory=``, so the
+    service caches with no code of its own), else None."""
+    global _active
+    if _active is _UNSET:
+        env = os.environ if environ is None else environ
+        if not env.get("CACHE_DIRECTORY"):
+            return None  # not remembered: the environment may still change
+        _active = DbcCache(default_directory(env))
+    return _active if isinstance(_active, DbcCache) else None
+
+
+def _reset() -> None:
+    """Back to the initial state (for tests)."""
+    global _active
+    _active = _UNSET
 
 
 class _Untrusted(Exception):
