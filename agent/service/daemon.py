@@ -65,8 +65,9 @@ class _Worker:
 
 class Daemon:
     def __init__(self, config_path: Path, *, notifier: Notifier | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, silence: float = SILENCE) -> None:
         self.config_path = Path(config_path)
+        self.silence = silence
         self.notifier = notifier or Notifier()
         self.clock = clock
         self.config: Config | None = None
@@ -131,7 +132,7 @@ class Daemon:
             except BavardError as exc:
                 log.error("cannot start: %s", exc)
                 return 1
-            self.watchdog.register("store-writer", SILENCE)
+            self.watchdog.register("store-writer", self.silence)
             self.notifier.ready(self.status_line())
             log.info("running: %s", ", ".join(
                 f"{c.name} ({c.kind})" for c in config.channels))
@@ -159,7 +160,7 @@ class Daemon:
         assert self.store is not None
         pipeline = Pipeline.from_config(config, start_time=self.clock())
         self.config, self.pipeline = config, pipeline
-        beat = self.watchdog.register("pipeline", SILENCE)
+        beat = self.watchdog.register("pipeline", self.silence)
         stop = threading.Event()
         store = self.store
         thread = threading.Thread(target=pipeline.run, name="pipeline", daemon=True,
@@ -181,7 +182,7 @@ class Daemon:
         rules = InterfaceRules.with_overrides(dict(upload.interfaces))
         budget = DataBudget(config.store.state_dir, upload.metered_daily_bytes,
                             upload.metered_monthly_bytes, self.clock)
-        beat = self.watchdog.register("uploader", SILENCE)
+        beat = self.watchdog.register("uploader", self.silence)
         uploader = Uploader(self.store, transport, upload, identity(config, pipeline),
                             connectivity=Connectivity(rules), budget=budget, clock=self.clock,
                             beat=beat)
@@ -255,7 +256,7 @@ class Daemon:
         store = self.store
         assert store is not None
         try:  # a writer that answers within the time is alive
-            stats = store.stats(timeout=MONITOR * 2)
+            stats = store.stats(timeout=min(MONITOR * 2, self.silence / 2))
             self._depth = sum(c.items for c in stats.classes.values())
             self.watchdog.beat("store-writer")
         except (StoreError, KeyError) as exc:
