@@ -95,7 +95,10 @@ class Uploader:
                  identity: Identity, *, connectivity: Connectivity | None = None,
                  budget: DataBudget | None = None, clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
+                 sleep: Callable[[float, threading.Event], object] | None = None,
                  beat: Callable[[], None] = lambda: None) -> None:
+        """``sleep(seconds, stop)`` waits between attempts (default: on ``stop``, beating
+        the watchdog); ``rng`` gives the jitter in [0, 1); both for tests."""
         self.store = store
         self.transport = transport
         self.config = config
@@ -105,6 +108,7 @@ class Uploader:
         self.clock = clock
         self.rng = rng
         self.beat = beat
+        self.sleep = sleep or self._interruptible_sleep
         self.stats = UploadStats()
         self.endpoint = config.transport().host
         self._wake = threading.Event()
@@ -243,12 +247,15 @@ class Uploader:
     def _sleeper(self, stop: threading.Event) -> Callable[[float], None]:
         def sleep(seconds: float) -> None:
             self.stats.state = "backoff"
-            deadline = time.monotonic() + seconds
-            while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
-                self.beat()  # waiting on purpose is progress for the watchdog
-                stop.wait(min(left, IDLE))
+            self.sleep(seconds, stop)
             self.stats.state = "uploading"
         return sleep
+
+    def _interruptible_sleep(self, seconds: float, stop: threading.Event) -> None:
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.beat()  # waiting on purpose is progress for the watchdog
+            stop.wait(min(left, IDLE))
 
     def _backoff_pause(self, stop: threading.Event) -> None:
         self._sleeper(stop)(self.backoff(self._streak))
