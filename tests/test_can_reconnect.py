@@ -1,0 +1,183 @@
+"""A live bus that fails to read starts a gap, is reopened with backoff, and goes on.
+
+No kernel needed: the bus is python-can's real ``virtual`` interface; the
+"link" is a switch that makes reads raise ``CanOperationError`` (ENETDOWN) and
+opens fail while it is down, as a socketcan bus does on ``ip link set down``.
+The stop event's ``wait`` records the backoff and returns at once, so the
+exact sequence is asserted without sleeping. The real kernel does the same in
+``tests/vcan/test_vcan_source.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+import can
+import pytest
+
+from agent.errors import SourceError
+from agent.frames import Frame
+from agent.sources.can_bus import CanBusSource, backoff_delays
+
+WATCHDOG = 10.0
+
+
+class Link:
+    def __init__(self) -> None:
+        self.up = True
+
+
+class FlakyBus:
+    """A virtual bus whose reads fail while ``link`` is down."""
+
+    def __init__(self, bus: Any, link: Link) -> None:
+        self.bus, self.link = bus, link
+        self.shut = False
+
+    def recv(self, timeout: float) -> Any:
+        if not self.link.up:
+            raise can.CanOperationError("Error receiving: Network is down", errno.ENETDOWN)
+        return self.bus.recv(timeout)
+
+    def shutdown(self) -> None:
+        self.shut = True
+        self.bus.shutdown()
+
+
+class FlakySource(CanBusSource):
+    link: Link
+
+    def _open_bus(self) -> Any:
+        link = getattr(self, "link", None)
+        if link is not None and not link.up:
+            raise SourceError(f"cannot open {self.where}: [Errno 19] No such device")
+        bus = FlakyBus(super()._open_bus(), link or Link())
+        self.opened.append(bus)
+        return bus
+
+    opened: list[FlakyBus]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.opened = []
+        super().__init__(*args, **kwargs)
+
+
+class RecordingStop(threading.Event):
+    """``wait(delay)`` records ``delay``; the link comes back after ``down_waits`` waits."""
+
+    def __init__(self, link: Link, down_waits: int) -> None:
+        super().__init__()
+        self.link, self.down_waits = link, down_waits
+        self.delays: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is None or timeout > 1.0:  # only the backoff is faked
+            return super().wait(timeout)
+        self.delays.append(timeout)
+        if len(self.delays) >= self.down_waits:
+            self.link.up = True
+        return self.is_set()
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    delays = backoff_delays(0.1, 1.0)
+    assert [next(delays) for _ in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+
+
+def test_a_gap_is_counted_once_and_frames_after_it_arrive(
+        caplog: pytest.LogCaptureFixture) -> None:
+    channel = f"bavard-reconnect-{uuid.uuid4().hex}"
+    link = Link()
+    source = FlakySource("veh", interface="virtual", channel=channel, reconnect_initial=0.1,
+                         reconnect_max=0.5)
+    source.link = link
+    source.opened[0].link = link
+    stop = RecordingStop(link, down_waits=6)
+    idle: list[bool] = []  # link state at each on_idle call
+    got: list[Frame] = []
+
+    with can.Bus(interface="virtual", channel=channel) as sender, \
+            caplog.at_level(logging.WARNING, logger="agent.sources.can_bus"):
+
+        def on_idle() -> None:
+            idle.append(link.up)
+            if link.up and len(got) == 1 and len(source.opened) == 2:
+                # the reopened bus read cleanly: the link is back, send the next frame
+                sender.send(can.Message(arbitration_id=0x102, data=b"\x03"))
+
+        source.on_idle = on_idle
+        sender.send(can.Message(arbitration_id=0x100, data=b"\x01"))
+        watchdog = threading.Timer(WATCHDOG, stop.set)
+        watchdog.start()
+        try:
+            for frame in source.frames(stop):
+                got.append(frame)
+                if len(got) == 1:
+                    link.up = False  # the next read fails: the gap starts
+                    # lost with the bus that goes down (a virtual bus opened later misses it)
+                    sender.send(can.Message(arbitration_id=0x101, data=b"\x02"))
+                elif len(got) == 2:
+                    break
+        finally:
+            watchdog.cancel()
+    assert not stop.is_set(), "the watchdog had to stop the source"
+    assert [(f.arbitration_id, f.data) for f in got] == [(0x100, b"\x01"), (0x102, b"\x03")]
+    assert source.stats.gaps == 1
+    assert not source.stats.in_gap
+    assert source.stats.reopens == 6
+    assert stop.delays == [0.1, 0.2, 0.4, 0.5, 0.5, 0.5]
+    assert source.opened[0].shut  # the failed bus was shut down
+    assert len(source.opened) == 2  # five opens failed, the sixth worked
+    assert idle[0] is False  # the gap's start handed on what the pipeline held
+    assert source.stats.gap_seconds > 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "gap 1 started" in warnings[0]
+    assert "back after a gap of" in warnings[1]
+    source.close()
+    assert source.opened[1].shut
+
+
+def test_stop_during_the_backoff_ends_the_iteration_at_once() -> None:
+    channel = f"bavard-reconnect-{uuid.uuid4().hex}"
+    link = Link()
+    source = FlakySource("veh", interface="virtual", channel=channel, reconnect_initial=30.0,
+                         reconnect_max=60.0)
+    source.link = link
+    source.opened[0].link = link
+    link.up = False
+    stop = threading.Event()
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        assert list(source.frames(stop)) == []
+    finally:
+        timer.cancel()
+        source.close()
+    assert time.monotonic() - started < 5.0  # not the 30 s backoff
+    assert source.stats.gaps == 1
+    assert source.stats.in_gap
+    assert source.stats.reopens == 0
+
+
+def test_close_from_another_thread_is_not_a_gap() -> None:
+    channel = f"bavard-reconnect-{uuid.uuid4().hex}"
+    source = CanBusSource("veh", interface="virtual", channel=channel)
+    stop = threading.Event()
+    timer = threading.Timer(0.3, source.close)
+    timer.start()
+    watchdog = threading.Timer(WATCHDOG, stop.set)
+    watchdog.start()
+    try:
+        assert list(source.frames(stop)) == []
+    finally:
+        timer.cancel()
+        watchdog.cancel()
+    assert not stop.is_set()
+    assert source.stats.gaps == 0
