@@ -211,3 +211,31 @@ def test_store_table(workdir: Path) -> None:
         "store.quota_bytes: expected an integer, got a string",
         "store.commit_interval: must be > 0, got 0.0",
     ]
+
+
+def test_upload_and_vehicle_tables(workdir: Path) -> None:
+    base = '[[channels]]\nname = "v"\nsimulate = true\n'
+    (workdir / "ca.pem").write_text("x")
+    config = parse_config(base + '[upload]\nurl = "mqtts://broker:8883"\nca_file = "ca.pem"\n'
+                          'metered_daily_bytes = false\nmetered_classes = "samples"\n'
+                          '[upload.interfaces]\n"veth*" = "metered"\n'
+                          '[vehicle]\nvin = "WVWZZZ1JZXW000001"\n', workdir)
+    upload = config.upload
+    assert upload is not None and upload.transport().scheme == "mqtts"
+    assert upload.ca_file == workdir / "ca.pem"
+    assert upload.metered_daily_bytes is None and upload.metered_monthly_bytes == 100 * 2**20
+    assert upload.interfaces == (("veth*", "metered"),)
+    assert config.vehicle.vin == "WVWZZZ1JZXW000001"
+    assert parse_config(base, workdir).upload is None
+
+
+def test_upload_problems_name_their_keys(workdir: Path) -> None:
+    base = '[[channels]]\nname = "v"\nsimulate = true\n'
+    found = problems(workdir, base + '[upload]\nurl = "ftp://x"\ntopic = "t"\ntimeout = 0\n'
+                     'cert_file = "missing.pem"\nretry_max = "soon"\nmetered_classes = "all"\n'
+                     '[upload.interfaces]\neth0 = "cheap"\n[vehicle]\nvin = "short"\n')
+    text = "\n".join(found)
+    for key in ("upload.url", "upload.topic", "upload.timeout", "upload.cert_file",
+                "upload.retry_max", "upload.metered_classes", "upload.interfaces.'eth0'",
+                "vehicle.vin"):
+        assert key in text, (key, found)
