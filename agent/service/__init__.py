@@ -1,0 +1,1 @@
+"""The agent as a system service: daemon wiring, sd_notify, the watchdog, journal logging."""
