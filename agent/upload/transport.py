@@ -10,17 +10,31 @@ two at this boundary.
 
 Registry by URL scheme, imported lazily: ``https``/``http`` (agent.upload.http),
 ``mqtts``/``mqtt`` (agent.upload.mqtt).
+
+:func:`network_error` is the one place where a failure to reach or talk to the
+receiver (OSError, ssl.SSLError) becomes a TransientUploadError, so both
+transports word and log them alike. A certificate verification failure is
+transient too, but logged at ERROR with the local clock in the message: on a
+Raspberry Pi (no RTC) a clock that NTP has not set yet makes every valid
+certificate look "not yet valid", and that passes by itself; a wrong
+``upload.ca_file`` does not, and the operator reads the same line.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import socket
+import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, TransientUploadError
+
+log = logging.getLogger(__name__)
 
 #: The HTTP content type of a batch (docs/batch-format.md).
 CONTENT_TYPE = "application/vnd.bavard.batch"
@@ -87,3 +101,29 @@ def open_transport(config: TransportConfig) -> Transport:
     cls = getattr(importlib.import_module(module), name)
     transport: Transport = cls(config)
     return transport
+
+
+def network_error(exc: OSError, endpoint: str, timeout: float) -> TransientUploadError:
+    """``exc`` (raised while connecting to or talking with ``endpoint``) as a transient error."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        message = (f"{endpoint}: TLS certificate verification failed: "
+                   f"{exc.verify_message or exc.reason or exc} (local clock {now}: is it set? "
+                   f"is upload.ca_file the CA that signed the server?)")
+        log.error("%s", message)
+    elif isinstance(exc, socket.gaierror):
+        message = f"{endpoint}: cannot resolve the host name: {exc.strerror or exc}"
+    elif isinstance(exc, TimeoutError):
+        message = f"{endpoint}: no answer within {timeout:g} s"
+    elif isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        message = f"{endpoint}: the peer closed the TLS connection: {exc.reason or exc}"
+    elif isinstance(exc, ssl.SSLError):
+        message = f"{endpoint}: TLS failure: {exc.reason or exc}"
+    elif isinstance(exc, ConnectionRefusedError):
+        message = f"{endpoint}: connection refused"
+    elif isinstance(exc, ConnectionError):
+        message = f"{endpoint}: connection lost: {exc}"
+    else:
+        message = f"{endpoint}: {type(exc).__name__}: {exc}"
+    log.debug("%s", message)
+    return TransientUploadError(message)
