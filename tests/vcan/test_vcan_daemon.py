@@ -1,0 +1,143 @@
+"""The whole daemon on a real bus: ``canplayer`` replays a log into vcan0 while
+``bavard run`` decodes it; what the store holds after SIGTERM is what
+``bavard decode`` makes of the same log.
+
+Decisions:
+
+* **Timing**: canplayer replays at the log's own pace (no ``-t``): 2,000 frames
+  over 5.7 s, bursts of several frames within a millisecond, as on the car. The
+  daemon stamps frames with the kernel's receive time, not the log's, so the
+  comparison leaves timestamps out. Nothing else is lost by that: without
+  ``[[signals]]`` rules every decoded value is kept, and values depend only on
+  the frames and their order, never on time.
+* **What is compared**: for each (message, signal), the sequence of values, in
+  order. The store may interleave messages differently from the log (it writes
+  per chunk and per message), but within one signal the order is the bus's.
+* **The selection** takes three messages of the demo vehicle, one of them with
+  a 29-bit id; the kernel filter must let exactly those through (the receive
+  list's match counters say how many frames the daemon's socket got), and the
+  decode of the log with the same ``--signals`` globs gives the same samples.
+* **Readiness**: the daemon is ready to read when its filters appear in
+  ``/proc/net/can/rcvlist_fil``; all frames were handed on when the match
+  counters reached the number of selected frames in the log and a second of
+  quiet (the store commits at least every second) has passed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from agent.store import Store, StoreConfig
+from tests.conftest import ROOT
+from tests.vcan.conftest import filter_lines, wait_until
+
+pytestmark = pytest.mark.vcan
+
+LOG = ROOT / "tests" / "data" / "sample_drive.log"
+DBC = ROOT / "dbc" / "demo_vehicle.dbc"
+FRAMES = 2000  # lines of the sample drive replayed: 5.7 s of driving
+SIGNALS = ("VehicleDynamics.*", "EngineData.*", "AmbientConditions.*")
+SELECTED_IDS = {"0D0", "100", "18FEF521"}  # those three messages' ids, as in the log
+LOG_INTERFACE = "can0"  # `head tests/data/sample_drive.log`: "(1767225600.000064) can0 0C0#..."
+
+Values = dict[tuple[str, str], list[object]]
+
+
+def log_slice(tmp_path: Path) -> tuple[Path, int]:
+    """The first FRAMES lines of the sample drive, and how many of them are selected."""
+    lines = LOG.read_text().splitlines(keepends=True)[:FRAMES]
+    assert all(f" {LOG_INTERFACE} " in line for line in lines)
+    path = tmp_path / "drive.log"
+    path.write_text("".join(lines))
+    selected = sum(1 for line in lines if line.split()[2].split("#")[0] in SELECTED_IDS)
+    return path, selected
+
+
+def expected_values(log: Path, tmp_path: Path) -> Values:
+    out = tmp_path / "decoded.jsonl"
+    args = [sys.executable, "-m", "agent", "decode", str(log), "--dbc", str(DBC),
+            "--format", "jsonl", "--output", str(out)]
+    for glob in SIGNALS:
+        args += ["--signals", glob]
+    subprocess.run(args, check=True, timeout=60, capture_output=True)
+    values: Values = defaultdict(list)
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        values[(record["message"], record["signal"])].append(record["value"])
+    return dict(values)
+
+
+def stored_values(state_dir: Path) -> Values:
+    values: Values = defaultdict(list)
+    with Store(StoreConfig(state_dir=state_dir)) as store:
+        for _ in range(10_000):  # bounded: far more batches than the test makes
+            batch = store.next_batch()
+            if batch is None:
+                break
+            assert not batch.frames and not batch.events
+            for sample in batch.samples:
+                assert sample.channel == "vehicle"
+                values[(sample.message, sample.signal)].append(sample.value)
+            store.ack(batch.seq_first, batch.seq_last)
+        else:
+            pytest.fail("the store never ran out of batches")
+    return dict(values)
+
+
+def test_replayed_log_through_the_daemon_equals_the_decoded_log(vcan0: str,
+                                                                 tmp_path: Path) -> None:
+    log, selected = log_slice(tmp_path)
+    state = tmp_path / "state"
+    config = tmp_path / "bavard.toml"
+    config.write_text(f"""
+[[channels]]
+name = "vehicle"
+interface = "socketcan"
+channel = "{vcan0}"
+dbc = "{DBC}"
+
+[selection]
+include = {json.dumps(list(SIGNALS))}
+
+[store]
+state_dir = "{state}"
+""")
+    assert filter_lines() == [], "another CAN_RAW filter is on vcan0"
+    daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_until(lambda: len(filter_lines()) > 0 or daemon.poll() is not None, 60), \
+            "the daemon never opened vcan0"
+        assert daemon.poll() is None, "the daemon ended at start"
+        # exact filters for the three messages, nothing else
+        assert sorted((i, m) for i, m, _ in filter_lines()) == [
+            (0x0D0, 0x800007FF), (0x100, 0x800007FF), (0x98FEF521, 0x9FFFFFFF)]
+        subprocess.run(["canplayer", "-I", str(log), f"{vcan0}={LOG_INTERFACE}"], check=True,
+                       timeout=60)
+        matched = wait_until(lambda: sum(m for _, _, m in filter_lines()) >= selected, 10)
+        time.sleep(1.5)  # the store commits at least every second
+        daemon.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        output, _ = daemon.communicate(timeout=15)
+        stop_seconds = time.monotonic() - started
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate(timeout=10)
+    assert matched, "the daemon's socket did not get every selected frame"
+    assert daemon.returncode == 0, output
+    assert stop_seconds < 5.0, output
+    expected = expected_values(log, tmp_path)
+    stored = stored_values(state)
+    assert sorted(stored) == sorted(expected)
+    for key, values in expected.items():
+        assert stored[key] == values, f"{key}: {len(stored[key])} stored, {len(values)} decoded"
+    assert sum(map(len, expected.values())) > 1000  # the comparison had something to compare
