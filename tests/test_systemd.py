@@ -104,6 +104,7 @@ def test_service_directives() -> None:
     service = unit["Service"]
     wrong = {k: service.get(k) for k, v in expected.items() if service.get(k, [None])[-1] != v}
     assert wrong == {}
+    assert one(unit, "Unit", "StartLimitIntervalSec") == "0"  # never give up restarting
     assert "DynamicUser" not in service
     assert "RestartSec" in service and "TasksMax" in service
     assert sorted(one(unit, "Service", "RestrictAddressFamilies").split()) == sorted(
@@ -258,10 +259,14 @@ def test_can_template() -> None:
     assert "-/etc/bavard/can.env" in service["EnvironmentFile"]
     assert "-/etc/bavard/can-%i.env" in service["EnvironmentFile"]
     assert service["ExecStart"] == [
-        "/sbin/ip link set %i type can bitrate ${BITRATE} restart-ms ${RESTART_MS}",
+        "/sbin/ip link set %i type can bitrate ${BITRATE} restart-ms ${RESTART_MS} $CAN_OPTIONS",
         "/sbin/ip link set %i up",
     ]
-    assert "BITRATE=500000" in one(unit, "Service", "Environment").split()
+    assert one(unit, "Service", "Environment").split() == [
+        "BITRATE=500000",
+        "RESTART_MS=100",
+        "CAN_OPTIONS=",
+    ]
     assert one(unit, "Install", "WantedBy") == "sys-subsystem-net-devices-%i.device"
 
 
