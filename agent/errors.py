@@ -83,3 +83,11 @@ class TransientUploadError(UploadError):
 
 class RefusedUploadError(UploadError):
     """The receiver refused the batch and will refuse it again: never retry it."""
+
+
+class ReceiverError(BavardError):
+    """The reference receiver (agent.receiver) cannot do what was asked: an unusable
+    directory or database, a failed write, a listen address or TLS setup it refuses.
+
+    A bad batch is *not* one: the receiver counts it as invalid and answers the sender.
+    """

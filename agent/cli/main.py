@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "demo": "agent.cli.demo_cmd",
     "batch": "agent.cli.batch_cmd",
     "buffer": "agent.cli.buffer_cmd",
+    "receive": "agent.cli.receive_cmd",
     "run": "agent.cli.run_cmd",
 }
 

@@ -1,0 +1,200 @@
+"""``bavard receive``: the reference receiver (HTTP(S) and MQTT), and what it received.
+
+::
+
+    bavard receive --listen 127.0.0.1:8080 [--dir DIR]                 plain HTTP, loopback only
+    bavard receive --listen 0.0.0.0:8443 --cert F --key F [--client-ca F]      HTTPS (mTLS)
+    bavard receive --mqtt mqtts://broker:8883 [--topic T] [--ca-file F --cert F --key F]
+    bavard receive --summary DIR [--json]
+
+``--listen`` and ``--mqtt`` may be given together (one database, both
+transports); ``--cert``/``--key`` are then the HTTPS server's certificate and
+the MQTT client certificate alike. Serving runs until SIGTERM or SIGINT, then
+stops accepting, finishes what is in flight, closes the database and exits 0.
+The address served is printed on stdout (``receiving on http://127.0.0.1:PORT``,
+useful with port 0), and a line once the MQTT subscription is granted (batches
+published before that are not queued for the receiver's session unless it
+existed already); the log goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from agent.errors import ReceiverError
+
+HELP = "receive uploaded batches over HTTP(S) or MQTT into SQLite, or summarise what arrived"
+DEFAULT_DIR = "received"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", metavar="DIR", default=DEFAULT_DIR,
+                        help="where the database goes (DIR/receiver.sqlite; "
+                             f"default ./{DEFAULT_DIR})")
+    http = parser.add_argument_group("HTTP(S)")
+    http.add_argument("--listen", metavar="HOST:PORT",
+                      help="serve POSTs of batches here (plain HTTP on loopback only)")
+    http.add_argument("--cert", metavar="FILE", type=Path,
+                      help="certificate chain (PEM): HTTPS server / MQTT client certificate")
+    http.add_argument("--key", metavar="FILE", type=Path, help="its private key (PEM)")
+    http.add_argument("--client-ca", metavar="FILE", type=Path,
+                      help="require HTTPS client certificates signed by this CA (mTLS)")
+    http.add_argument("--max-bytes", metavar="N", type=int, default=16 * 1024 * 1024,
+                      help="largest batch accepted, bytes (default 16 MiB; bigger: 413)")
+    mqtt = parser.add_argument_group("MQTT")
+    mqtt.add_argument("--mqtt", metavar="URL",
+                      help="subscribe at this broker: mqtt://HOST[:PORT] or mqtts://...")
+    mqtt.add_argument("--topic", default="bavard/+/batch",
+                      help="topic filter (default bavard/+/batch)")
+    mqtt.add_argument("--ca-file", metavar="FILE", type=Path,
+                      help="the broker's CA (mqtts; default: the system's)")
+    mqtt.add_argument("--client-id", default="bavard-receiver",
+                      help="MQTT client id of the persistent session (default bavard-receiver)")
+    report = parser.add_argument_group("report")
+    report.add_argument("--summary", metavar="DIR",
+                        help="print what DIR's database holds, per vehicle and signal, and exit")
+    report.add_argument("--json", action="store_true", help="--summary as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.summary:
+        if args.listen or args.mqtt:
+            raise ReceiverError("--summary reads a database; it does not go with "
+                                "--listen or --mqtt")
+        return _summary(Path(args.summary), args.json)
+    if not (args.listen or args.mqtt):
+        raise ReceiverError("nothing to do: give --listen HOST:PORT, --mqtt URL or --summary DIR")
+    if (args.cert is None) != (args.key is None):
+        raise ReceiverError("--cert and --key go together")
+    if args.client_ca and not args.cert:
+        raise ReceiverError("--client-ca needs --cert and --key (it is for HTTPS)")
+    if args.max_bytes <= 0:
+        raise ReceiverError("--max-bytes must be positive")
+    return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from agent.receiver.core import Receiver
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    receiver = Receiver.open(args.dir)
+    running: list[Any] = []
+    try:
+        if args.listen:
+            from agent.receiver.http_server import serve
+            from agent.receiver.listen import TlsFiles, parse_listen
+
+            host, port = parse_listen(args.listen)
+            tls = TlsFiles(args.cert, args.key, args.client_ca) if args.cert else None
+            server = serve(receiver, host, port, tls=tls, max_bytes=args.max_bytes)
+            running.append(server)
+            print(f"receiving on {server.url}", flush=True)
+        if args.mqtt:
+            from agent.receiver.mqtt_subscriber import subscribe
+
+            subscriber = subscribe(receiver, args.mqtt, topic=args.topic,
+                                   client_id=args.client_id, ca_file=args.ca_file,
+                                   cert_file=args.cert, key_file=args.key)
+            running.append(subscriber)
+            while not stop.is_set() and not subscriber.wait_subscribed(0.5):
+                pass  # paho keeps trying; the log says why it cannot connect
+            if subscriber.wait_subscribed(0):
+                print(f"receiving from {args.mqtt}: subscribed to {args.topic}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for service in reversed(running):
+            service.close()
+        totals = receiver.stats()["total"]
+        receiver.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"bavard receive: stopped; {_counts(totals)}", file=sys.stderr)
+    return 0
+
+
+def _summary(directory: Path, as_json: bool) -> int:
+    import json
+
+    from agent.receiver.database import ReceiverDb
+    from agent.receiver.summary import summarize
+
+    with ReceiverDb(directory, readonly=True) as db:
+        summary = summarize(db)
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(render(summary))
+    return 0
+
+
+def render(summary: Any) -> str:
+    """The summary as text (``summary``: an ``agent.receiver.summary.Summary``)."""
+    lines = [f"receiver database {summary.path}", f"  {_counts(summary.counters)}"]
+    if not summary.vehicles:
+        lines.append("  nothing received yet")
+    for v in summary.vehicles:
+        name = v.vehicle or "(unreadable batches)"
+        lines.append("")
+        lines.append(f"vehicle {name}")
+        lines.append(f"  {v.batches} batches ({_bytes(v.bytes)}), {v.samples} samples, "
+                     f"{v.events} events, {v.frames} frames; {_counts(v.counters)}")
+        if v.first is not None:
+            lines.append(f"  from {_time(v.first)} to {_time(v.last)}")
+        if not v.signals:
+            continue
+        header = ("channel", "signal", "count", "first", "last", "min", "max", "unit")
+        rows = [header] + [
+            (s.channel, f"{s.message}.{s.signal}", str(s.count), _time(s.first), _time(s.last),
+             _number(s.minimum), _number(s.maximum), s.unit) for s in v.signals]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        right = {2, 5, 6}
+        for r in rows:
+            lines.append("  " + "  ".join(
+                cell.rjust(w) if i in right else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    return "\n".join(lines)
+
+
+def _counts(c: dict[str, int]) -> str:
+    return (f"{c.get('received', 0)} received: {c.get('stored', 0)} stored, "
+            f"{c.get('duplicates', 0)} duplicates, {c.get('invalid', 0)} invalid")
+
+
+def _time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    try:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    except (OverflowError, OSError, ValueError):
+        return repr(t)
+
+
+def _number(x: int | float | None) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and math.isfinite(x):
+        return f"{x:.10g}"
+    return str(x)
+
+
+def _bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

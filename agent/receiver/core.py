@@ -1,0 +1,135 @@
+"""What the receiver does with one upload, whatever carried it: check it, store it once.
+
+Python API::
+
+    from agent.receiver.core import Receiver
+
+    receiver = Receiver.open("received")        # or Receiver(ReceiverDb(...))
+    outcome = receiver.accept(payload, claimed_id="…", transport="https")
+    outcome.status      # "stored" | "duplicate" | "invalid"
+    outcome.reason      # why it was invalid ("" otherwise)
+    receiver.stats()    # the counters (ReceiverDb.counters)
+    receiver.close()
+
+:meth:`Receiver.accept` is safe to call from many threads at once (the HTTP
+server's request threads and the MQTT network thread): decoding, the costly
+part, runs in the caller's thread without a lock; only the write is serialised
+(:class:`~agent.receiver.database.ReceiverDb`).
+
+The checks, in order, all before anything is written:
+
+1. the whole batch decodes (:func:`agent.batch.codec.decode`: header, CRC, zstd,
+   every field, the envelope against the body, and the envelope's batch id
+   against the one computed from its vehicle and sequence range);
+2. that batch id is recomputed here too (``batch_id(vehicle, seq_first,
+   seq_last)``), so the dedupe key never depends on the codec's checks alone;
+3. the id the transport claims (HTTP ``Idempotency-Key``, MQTT 5 user property
+   ``batch-id``) equals it. ``claimed_id=None`` means the transport carries none
+   (MQTT 3.1.1): the envelope is then the only id, which is enough to dedupe.
+
+A duplicate is decoded in full too: a corrupted retry is refused, not mistaken
+for the good copy already stored. A failure to *write* is not an outcome but a
+:class:`~agent.errors.ReceiverError`, so that the transport asks the sender to
+try again (HTTP 503, no MQTT acknowledgement) instead of refusing the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.batch import BatchFormatError, batch_id, decode, read_envelope
+from agent.receiver.database import ReceiverDb
+
+log = logging.getLogger(__name__)
+
+Status = Literal["stored", "duplicate", "invalid"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one upload."""
+
+    status: Status
+    batch_id: str | None  # None when not even the envelope could be read
+    vehicle: str | None
+    reason: str = ""  # why it is invalid
+    samples: int = 0
+
+    @property
+    def accepted(self) -> bool:
+        """Stored now or before: the sender may forget it."""
+        return self.status != "invalid"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "batch_id": self.batch_id}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+class Receiver:
+    """Checks and stores uploads in a :class:`ReceiverDb` (see the module docstring)."""
+
+    def __init__(self, db: ReceiverDb, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    @classmethod
+    def open(cls, directory: str | Path) -> Receiver:
+        """A receiver storing into ``directory/receiver.sqlite`` (created if needed)."""
+        return cls(ReceiverDb(directory))
+
+    def accept(self, payload: bytes, claimed_id: str | None, transport: str) -> Outcome:
+        """Check ``payload`` (one encoded batch) and store it unless already stored.
+
+        ReceiverError when it could not be written (the sender should retry).
+        """
+        received_at = self.clock()
+        try:
+            batch = decode(payload)
+            envelope = read_envelope(payload)
+        except BatchFormatError as exc:
+            vehicle = _vehicle_if_readable(payload)
+            return self._invalid(None, vehicle, f"invalid batch: {exc}", transport)
+        expected = batch_id(envelope.vehicle_id, envelope.seq_first, envelope.seq_last)
+        if envelope.batch_id != expected:  # decode checks this too; this is the dedupe key
+            return self._invalid(envelope.batch_id, envelope.vehicle_id,
+                                 f"batch id {envelope.batch_id} is not the id of its vehicle "
+                                 f"and sequence range ({expected})", transport)
+        if claimed_id is not None and claimed_id.strip() != envelope.batch_id:
+            return self._invalid(envelope.batch_id, envelope.vehicle_id,
+                                 f"claimed batch id {claimed_id!r} is not the batch's id "
+                                 f"{envelope.batch_id}", transport)
+        stored = self.db.store(batch, envelope, transport, received_at)
+        status: Status = "stored" if stored else "duplicate"
+        log.info("%s batch %s of vehicle %s (seq %d..%d, %d samples, %d bytes) via %s",
+                 status, envelope.batch_id, envelope.vehicle_id, envelope.seq_first,
+                 envelope.seq_last, envelope.samples, envelope.size, transport)
+        return Outcome(status, envelope.batch_id, envelope.vehicle_id,
+                       samples=len(batch.samples))
+
+    def stats(self) -> dict[str, Any]:
+        """The counters: ``{"total": {...}, "vehicles": {...}}``."""
+        return self.db.counters()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _invalid(self, bid: str | None, vehicle: str | None, reason: str,
+                 transport: str) -> Outcome:
+        log.warning("refused a batch via %s: %s", transport, reason)
+        self.db.count_invalid(vehicle)
+        return Outcome("invalid", bid, vehicle, reason)
+
+
+def _vehicle_if_readable(payload: bytes) -> str | None:
+    """The vehicle of a batch whose body is bad but whose envelope is good, for the counters."""
+    try:
+        return read_envelope(payload).vehicle_id
+    except BatchFormatError:
+        return None

@@ -1,0 +1,235 @@
+"""The MQTT receiver: a subscriber that acknowledges a batch only once it is committed.
+
+Python API::
+
+    from agent.receiver.core import Receiver
+    from agent.receiver.mqtt_subscriber import subscribe
+
+    receiver = Receiver.open("received")
+    sub = subscribe(receiver, "mqtt://127.0.0.1:1883")   # mqtts://... with ca_file etc.
+    sub.wait_subscribed(10)                              # True once the broker granted QoS 1
+    sub.close()                                          # disconnect; unacked stay queued
+    receiver.close()
+
+What the agent publishes (``agent.upload.mqtt``): one batch per message, QoS 1,
+on ``bavard/{vehicle}/batch``; with MQTT 5 the batch id also travels as the
+user property ``batch-id`` (``agent.upload.transport.BATCH_ID_PROPERTY``),
+which must then equal the envelope's; with MQTT 3.1.1 the envelope is the only id.
+
+Decisions:
+
+- *Persistent session*: a fixed client id (``bavard-receiver`` unless told
+  otherwise: two receivers sharing one id would throw each other off), MQTT 5
+  ``clean_start=False`` on every connection (paho's default cleans the first
+  one) and a session expiry interval (default 7 days), so the broker queues the
+  batches published while the receiver is away and delivers them when it is back.
+- *Acknowledge after commit*: paho's ``manual_ack=True``; the PUBACK for a
+  message is sent (``client.ack(mid, qos)``) only once its batch is committed,
+  or known as a duplicate, or refused as invalid (counted: a bad payload would
+  be just as bad the next time, and must not loop). Until then the broker keeps
+  it, so a receiver killed mid-batch gets it again on the next session, and
+  the database's dedupe makes the redelivery harmless. :meth:`MqttReceiver.close`
+  waits for the message in hand, so its PUBACK goes out before the DISCONNECT.
+- *Storage failure*: the message is not acknowledged, and the connection is
+  dropped (``Client.socket()`` shut down) so that paho reconnects and the broker
+  redelivers it; the reconnect delay backs off up to ``MAX_RECONNECT_DELAY``.
+- *Reconnects*: paho's network thread (``loop_start``) reconnects after any
+  lost connection, a broker restart included, and also keeps trying when the
+  broker is not there at start-up. The subscription is renewed on each connect.
+- Plain ``mqtt://`` to a host that is not loopback works but is logged as a
+  warning: the batches would cross the network in the clear.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.errors import ReceiverError
+from agent.receiver.core import Receiver
+from agent.receiver.listen import is_loopback
+from agent.upload.transport import BATCH_ID_PROPERTY
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPIC = "bavard/+/batch"
+DEFAULT_CLIENT_ID = "bavard-receiver"
+DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # seconds the broker keeps the session while away
+KEEPALIVE = 30
+MIN_RECONNECT_DELAY, MAX_RECONNECT_DELAY = 1, 10  # seconds (paho wants ints)
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """How to reach the broker and what to subscribe to."""
+
+    url: str  # mqtt://host[:1883] or mqtts://host[:8883]; user:password@ allowed
+    topic: str = DEFAULT_TOPIC
+    client_id: str = DEFAULT_CLIENT_ID
+    ca_file: Path | None = None  # mqtts: the broker's CA; None = the system's
+    cert_file: Path | None = None  # client certificate (mTLS)
+    key_file: Path | None = None
+    session_expiry: int = DEFAULT_SESSION_EXPIRY
+
+
+class MqttReceiver:
+    """A running subscriber (see :func:`subscribe`)."""
+
+    def __init__(self, receiver: Receiver, settings: MqttSettings) -> None:
+        self.receiver = receiver
+        self.settings = settings
+        parts = urlsplit(settings.url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ReceiverError(f"--mqtt {settings.url!r}: expected mqtt://HOST[:PORT] or "
+                                f"mqtts://HOST[:PORT]")
+        self.tls = parts.scheme == "mqtts"
+        self.host = parts.hostname
+        try:
+            self.port = parts.port or (8883 if self.tls else 1883)
+        except ValueError:
+            raise ReceiverError(f"--mqtt {settings.url!r}: bad port") from None
+        self.transport = parts.scheme
+        self._subscribed = threading.Event()
+        self._closing = False
+        # held while a message is handled: close() waits for its PUBACK to be queued
+        self._handling = threading.Lock()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if parts.username is not None:
+            client.username_pw_set(unquote(parts.username),
+                                   unquote(parts.password) if parts.password else None)
+        if self.tls:
+            try:
+                client.tls_set(ca_certs=_opt(settings.ca_file), certfile=_opt(settings.cert_file),
+                               keyfile=_opt(settings.key_file))
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise ReceiverError(f"--mqtt {settings.url}: TLS setup failed: {exc}") from None
+        elif not _all_loopback(self.host):
+            log.warning("plain MQTT to %s: batches cross the network unencrypted "
+                        "(use mqtts://)", self.host)
+        client.reconnect_delay_set(MIN_RECONNECT_DELAY, MAX_RECONNECT_DELAY)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self.client = client
+
+    def start(self) -> MqttReceiver:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.settings.session_expiry
+        # connect_async + loop_start: paho keeps trying while the broker is not there yet
+        self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE, clean_start=False,
+                                  properties=props)
+        self.client.loop_start()
+        log.info("subscribing to %s on %s as %s", self.settings.topic, self.settings.url,
+                 self.settings.client_id)
+        return self
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """True once connected and the subscription granted (within ``timeout`` s)."""
+        return self._subscribed.wait(timeout)
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread (after the message in hand). Idempotent."""
+        with self._handling:
+            if self._closing:
+                return
+            self._closing = True
+        self.client.disconnect()  # queued after the last PUBACK
+        self.client.loop_stop()
+
+    def __enter__(self) -> MqttReceiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- paho callbacks (in paho's network thread) ------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker %s refused the connection: %s", self.settings.url, reason)
+            return
+        log.info("connected to %s (session %s)", self.settings.url,
+                 "resumed" if flags.session_present else "new")
+        client.subscribe(self.settings.topic, qos=1)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            log.error("broker refused the subscription to %s: %s", self.settings.topic,
+                      ", ".join(str(r) for r in failed))
+            return
+        self._subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self._subscribed.clear()
+        if not self._closing:
+            log.warning("lost the connection to %s (%s); reconnecting", self.settings.url,
+                        reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._handling:
+            if self._closing:  # not acknowledged: the broker keeps it for the next session
+                return
+            claimed = _user_property(msg, BATCH_ID_PROPERTY)
+            try:
+                outcome = self.receiver.accept(bytes(msg.payload), claimed, self.transport)
+            except Exception as exc:  # storage failure (or a bug): let the broker keep it
+                log.error("could not store the batch of message %d on %s: %s; not "
+                          "acknowledged, reconnecting so that the broker sends it again",
+                          msg.mid, msg.topic, exc, exc_info=not isinstance(exc, ReceiverError))
+                _drop_connection(client)
+                return
+            if outcome.status == "invalid":
+                log.warning("message on %s refused (acknowledged, not stored): %s", msg.topic,
+                            outcome.reason)
+            client.ack(msg.mid, msg.qos)
+
+
+def subscribe(receiver: Receiver, url: str, **settings: Any) -> MqttReceiver:
+    """Start a subscriber storing into ``receiver``; keyword arguments are
+    :class:`MqttSettings` fields (topic, client_id, ca_file, cert_file, key_file,
+    session_expiry). ReceiverError for a bad URL or TLS files."""
+    return MqttReceiver(receiver, MqttSettings(url, **settings)).start()
+
+
+def _user_property(msg: mqtt.MQTTMessage, name: str) -> str | None:
+    props = getattr(msg, "properties", None)
+    for key, value in getattr(props, "UserProperty", None) or []:
+        if key == name:
+            return str(value)
+    return None
+
+
+def _drop_connection(client: mqtt.Client) -> None:
+    sock = client.socket()
+    if isinstance(sock, socket.socket):  # an SSLSocket too
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _all_loopback(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return all(is_loopback(str(info[4][0])) for info in infos)
+
+
+def _opt(path: Path | None) -> str | None:
+    return None if path is None else str(path)
