@@ -13,7 +13,7 @@ Installs bavard from this clone as a systemd service:
   - creates the system user and group "bavard" (no home directory, nologin);
   - creates the virtualenv /opt/bavard/venv and pip-installs this clone into it
     (again only when the sources changed since the last install);
-  - copies docs/bavard.example.toml to /etc/bavard/bavard.toml, only if there
+  - copies systemd/bavard.toml to /etc/bavard/bavard.toml, only if there
     is no configuration yet (an operator's file is never overwritten);
   - installs bavard.service and bavard-can@.service into /etc/systemd/system
     and 80-bavard-can0.network into /etc/systemd/network;
@@ -143,9 +143,11 @@ fi
 
 # ---- configuration: never overwrite an operator's file
 if [ ! -e "$DESTDIR$ETC/bavard.toml" ]; then
-  put "$SRC/docs/bavard.example.toml" "$ETC/bavard.toml" 0640 "$USER_NAME"
-  say "edit $ETC/bavard.toml for this vehicle (it is the example configuration)"
+  put "$SRC/systemd/bavard.toml" "$ETC/bavard.toml" 0640 "$USER_NAME"
+  say "edit $ETC/bavard.toml for this vehicle (it reads can0 through the demo DBC)"
 fi
+# the demo vehicle's DBC, which the first configuration refers to
+put "$SRC/dbc/demo_vehicle.dbc" "$ETC/dbc/demo_vehicle.dbc" 0644
 
 # ---- units
 put "$SRC/systemd/bavard.service" "$UNIT_DIR/bavard.service" 0644

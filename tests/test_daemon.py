@@ -54,6 +54,13 @@ def buffer_stats(state: Path) -> dict:  # type: ignore[type-arg]
     return result
 
 
+def wait_for_line(log: Path, text: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, f"no {text!r} in the log: {log.read_text()}"
+        time.sleep(0.1)
+
+
 def stop_within(proc: subprocess.Popen[bytes], seconds: float) -> float:
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -105,10 +112,7 @@ def test_sighup_rejects_a_bad_config_and_applies_a_good_one(tmp_path: Path) -> N
         good = config.read_text()
         config.write_text(good + "\n[store]\nbogus = 1\n")  # duplicate table: TOML error
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while "new configuration rejected" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert "new configuration rejected" in log.read_text()
+        wait_for_line(log, "new configuration rejected")
         assert proc.poll() is None
         before = buffer_stats(state)["classes"]["samples"]["items"]
         # a good one: only the speeds are kept from now on
@@ -118,7 +122,7 @@ def test_sighup_rejects_a_bad_config_and_applies_a_good_one(tmp_path: Path) -> N
         proc.send_signal(signal.SIGHUP)
         sock.wait_for("RELOADING", "1", timeout=10)
         sock.wait_for("READY", "1", timeout=10)
-        assert "reloaded" in log.read_text()
+        wait_for_line(log, "reloaded")
         time.sleep(1.5)
         stop_within(proc, 5.0)
     finally:

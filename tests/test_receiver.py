@@ -413,31 +413,11 @@ def test_https_mutual_tls(pki: dict[str, Any], receiver: Receiver) -> None:
 # -- MQTT ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def durable_broker(tmp_path: Path) -> Iterator[Broker]:
-    """The shared Mosquitto fixture, made to keep its persistence file when run as root.
-
-    Started as root, mosquitto drops to the ``mosquitto`` user, which cannot write
-    in pytest's 0700 temporary directory: it then runs without persistence and
-    forgets every session on a restart (the tests below caught exactly that).
-    """
-    b = Broker(tmp_path / "mosquitto")
-    if os.geteuid() == 0:
-        b.conf.write_text(b.conf.read_text() + "user root\n")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
 def stored_count(receiver: Receiver) -> int:
     return int(receiver.stats()["total"]["stored"])
 
 
-def test_mqtt_stores_and_survives_a_broker_restart(durable_broker: Broker,
-                                                   receiver: Receiver) -> None:
-    broker = durable_broker
+def test_mqtt_stores_and_survives_a_broker_restart(broker: Broker, receiver: Receiver) -> None:
     sub = subscribe(receiver, broker.url, client_id="receiver-under-test")
     publisher = Publisher(broker.port)
     try:
@@ -467,8 +447,7 @@ def test_mqtt_stores_and_survives_a_broker_restart(durable_broker: Broker,
     assert {r.transport for r in receiver.db.batches()} == {"mqtt"}
 
 
-def test_mqtt_queued_while_away_arrive_later(durable_broker: Broker, tmp_path: Path) -> None:
-    broker = durable_broker
+def test_mqtt_queued_while_away_arrive_later(broker: Broker, tmp_path: Path) -> None:
     receiver = Receiver.open(tmp_path / "r")
     try:
         sub = subscribe(receiver, broker.url, client_id="away-receiver")

@@ -276,7 +276,7 @@ def test_can_template() -> None:
 def clone(tmp_path: Path, *, with_package: bool = False) -> Path:
     """A snapshot of the files install.sh uses (others may be editing the checkout)."""
     src = tmp_path / "clone"
-    parts = ["scripts/install.sh", "scripts/uninstall.sh", "systemd", "docs/bavard.example.toml"]
+    parts = ["scripts/install.sh", "scripts/uninstall.sh", "systemd", "dbc/demo_vehicle.dbc"]
     if with_package:
         parts += ["agent", "dbc", "pyproject.toml", "README.md", "LICENSE"]
     for part in parts:
@@ -322,6 +322,7 @@ def files(root: Path) -> list[str]:
 
 OUR_FILES = [
     "etc/bavard/bavard.toml",
+    "etc/bavard/dbc/demo_vehicle.dbc",
     "etc/systemd/network/80-bavard-can0.network",
     "etc/systemd/system/bavard-can@.service",
     "etc/systemd/system/bavard.service",
@@ -335,8 +336,13 @@ def test_install_twice_into_destdir_then_uninstall(tmp_path: Path) -> None:
     assert "installing files only" in first and "skipped systemctl" in first
     assert files(dest) == OUR_FILES
     assert (dest / "etc/bavard/bavard.toml").read_bytes() == (
-        src / "docs/bavard.example.toml"
+        src / "systemd/bavard.toml"
     ).read_bytes()
+    # the first configuration is valid where it is installed
+    check = subprocess.run([sys.executable, "-m", "agent", "config", "check",
+                            str(dest / "etc/bavard/bavard.toml")], capture_output=True,
+                           text=True, timeout=60, cwd=ROOT)
+    assert check.returncode == 0, check.stdout + check.stderr
     assert stat.S_IMODE((dest / "etc/bavard/bavard.toml").stat().st_mode) == 0o640
     assert stat.S_IMODE((dest / "etc/systemd/system/bavard.service").stat().st_mode) == 0o644
 
@@ -347,7 +353,7 @@ def test_install_twice_into_destdir_then_uninstall(tmp_path: Path) -> None:
 
     # an operator's configuration is never overwritten; a changed unit is updated
     (dest / "etc/bavard/bavard.toml").write_text("# mine\n")
-    (src / "docs/bavard.example.toml").write_text("# a newer example\n")
+    (src / "systemd/bavard.toml").write_text("# a newer example\n")
     (dest / "etc/systemd/system/bavard.service").write_text("# edited by hand\n")
     (dest / "etc/systemd/system/bavard-can@.service").chmod(0o600)
     third = run_script(src, "install.sh", dest, "--skip-venv")
@@ -366,7 +372,8 @@ def test_install_twice_into_destdir_then_uninstall(tmp_path: Path) -> None:
     (dest / "var/lib/bavard/buffer.sqlite").write_bytes(b"not uploaded yet")
 
     run_script(src, "uninstall.sh", dest)
-    assert files(dest) == ["etc/bavard/bavard.toml", "var/lib/bavard/buffer.sqlite"]
+    assert files(dest) == ["etc/bavard/bavard.toml", "etc/bavard/dbc/demo_vehicle.dbc",
+                           "var/lib/bavard/buffer.sqlite"]
     run_script(src, "uninstall.sh", dest, "--purge")
     assert files(dest) == []
 

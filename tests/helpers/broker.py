@@ -7,6 +7,7 @@ kill. ``tls`` (a trustme CA) adds a TLS listener instead of the plain one.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -59,6 +60,10 @@ class Broker:
             "log_type warning",
             "log_type notice",
         ]
+        if os.geteuid() == 0:
+            # started as root, mosquitto drops to its own user, which cannot write in
+            # pytest's 0700 temporary directory: no persistence, sessions lost on restart
+            lines.append("user root")
         if tls is not None:
             lines += [f"cafile {tls.ca_file}", f"certfile {tls.cert_file}",
                       f"keyfile {tls.key_file}",
