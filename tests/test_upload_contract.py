@@ -71,10 +71,10 @@ class MqttReceiver:
 
     def __init__(self, directory: Path) -> None:
         self.broker = Broker(directory)
-        extra = f"max_packet_size {self.MAX_PACKET}\n"
-        if os.geteuid() == 0:  # else Mosquitto drops to a user that cannot read tmp_path
-            extra += "user root\n"
-        self.broker.conf.write_text(self.broker.conf.read_text() + extra)
+        conf = self.broker.conf.read_text() + f"max_packet_size {self.MAX_PACKET}\n"
+        if os.geteuid() == 0 and "\nuser " not in conf:
+            conf += "user root\n"  # else Mosquitto drops to a user that cannot read tmp_path
+        self.broker.conf.write_text(conf)
         self.broker.start()
         self.subscriber = Subscriber(self.broker.port)
         self.url = self.broker.url

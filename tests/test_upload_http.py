@@ -223,6 +223,16 @@ def test_https_with_a_custom_ca(certs: Certs) -> None:
         assert [r.body for r in peer.requests] == [PAYLOAD, PAYLOAD]
 
 
+def test_https_keeps_one_connection(certs: Certs) -> None:
+    with HttpPeer(certs.server_context()) as peer:
+        t = transport(peer.url, ca_file=certs.ca_file)
+        for i in range(4):
+            t.send(f"b{i}", "v", PAYLOAD)
+            time.sleep(0.05)  # TLS 1.3 session tickets arrive: not a dropped connection
+        t.close()
+        assert [r.connection for r in peer.requests] == [1, 1, 1, 1]
+
+
 @pytest.mark.parametrize("trust", ["other CA", "system CAs"])
 def test_https_unknown_ca_is_transient_and_logged(
         certs: Certs, trust: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -246,6 +256,9 @@ def test_https_mutual_tls(certs: Certs) -> None:
         with pytest.raises(TransientUploadError, match=r"TLS|connection lost|closed"):
             without.send("b2", "v", PAYLOAD)
         assert [r.headers["Idempotency-Key"] for r in peer.requests] == ["b1"]
+        deadline = time.monotonic() + 5.0  # the peer's thread records it after the client quit
+        while not peer.tls_errors and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert len(peer.tls_errors) == 1
 
 

@@ -71,12 +71,19 @@ from agent.upload.tls import client_context
 from agent.upload.transport import BATCH_ID_PROPERTY, TransportConfig, network_error
 
 log = logging.getLogger(__name__)
+#: paho's own messages, all at DEBUG: its "errors" include a routine one at every
+#: disconnect, and every real failure reaches the uploader as our exception anyway.
+paho_log = logging.getLogger(f"{__name__}.paho")
 
 #: PUBACK reason codes that refuse the message itself: never retry it.
 REFUSED_CODES = frozenset({0x80, 0x83, 0x99})
 #: PUBACK reason codes that refuse this client or topic: retry, but say so loudly.
 CLIENT_REFUSED_CODES = frozenset({0x87, 0x90})
 KEEPALIVE = 60  # seconds between PINGREQs on an idle connection
+
+
+def _paho_log(client: mqtt.Client, userdata: object, level: int, message: str) -> None:
+    paho_log.debug("%s", message)
 
 
 def _publish_size(topic: str, batch_id: str, payload: bytes) -> int:
@@ -121,10 +128,13 @@ class MqttTransport:
         if config.mqtt_version not in (5, 311):
             raise ConfigError(f"upload.mqtt_version: {config.mqtt_version} is not 5 or 311")
         try:
-            config.topic.format(vehicle="v")
+            topic = config.topic.format(vehicle="v")
         except (KeyError, IndexError, ValueError) as exc:
             raise ConfigError(f"upload.topic: {config.topic!r} may only use {{vehicle}}: "
                               f"{exc!r}") from exc
+        if not topic or "+" in topic or "#" in topic:
+            raise ConfigError(f"upload.topic: {config.topic!r} is not a topic to publish to "
+                              f"(empty, or a + or # wildcard)")
         self.config = config
         self._host = parts.hostname
         self._port = port or (8883 if parts.scheme == "mqtts" else 1883)
@@ -228,7 +238,7 @@ class MqttTransport:
             reconnect_on_failure=False,
         )
         client.connect_timeout = self.config.timeout
-        client.enable_logger(log)
+        client.on_log = _paho_log
         if self._context is not None:
             client.tls_set_context(self._context)
         if self._username is not None:
