@@ -193,6 +193,14 @@ class Daemon:
         self._uploader_worker = _Worker(thread, stop)
         thread.start()
 
+    def stop_sources(self, timeout: float = 3.0) -> None:
+        """Stop reading; what was read goes to the store and the uploader goes on (the
+        demo drains the buffer this way before it stops)."""
+        worker = self._pipeline_worker
+        if worker is not None:
+            worker.stop.set()
+            worker.thread.join(timeout)
+
     def _stop_workers(self, deadline: float) -> None:
         """Sources first (what they read goes to the store), then the uploader."""
         pipeline_worker, self._pipeline_worker = self._pipeline_worker, None
