@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from helpers.broker import broker  # noqa: F401  (the Mosquitto fixture)
+from helpers.netns import net  # noqa: F401  (two network namespaces of a test's own)
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"

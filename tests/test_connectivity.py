@@ -13,25 +13,21 @@ Needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN); elsewhere the tests skip.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import selectors
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.netns import Net
 
 from agent.errors import ConfigError
 from agent.upload.connectivity import InterfaceRules, LinkClass
 
 ROOT = Path(__file__).resolve().parents[1]
-NETNS_ETC = Path("/etc/netns")  # `ip netns exec` bind-mounts /etc/netns/NS/* over /etc/*
 
 CHILD = r"""
 import json, sys, threading, time
@@ -122,67 +118,11 @@ class Child:
                 stream.close()
 
 
-class Net:
-    """Two namespaces of our own, A and B, and the children running in A."""
-
-    def __init__(self) -> None:
-        base = f"bavard-t-{os.getpid()}"
-        self.a, self.b = f"{base}-a", f"{base}-b"
-        self.children: list[Child] = []
-        self.made_etc_netns = False
-
-    def ip(self, ns: str, *args: str) -> None:
-        subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=10)
-
-    def veth(self, name: str, peer: str, mine: str, theirs: str) -> None:
-        """``name`` in A with address ``mine``, ``peer`` in B with ``theirs``, both up."""
-        self.ip(self.a, "link", "add", name, "type", "veth", "peer", "name", peer, "netns", self.b)
-        nodad = ["nodad"] if ":" in mine else []
-        self.ip(self.a, "addr", "add", mine, "dev", name, *nodad)
-        self.ip(self.b, "addr", "add", theirs, "dev", peer, *nodad)
-        self.ip(self.a, "link", "set", name, "up")
-        self.ip(self.b, "link", "set", peer, "up")
-
-    def etc(self, name: str, text: str) -> None:
-        """A file seen as /etc/NAME by the processes started in A from now on."""
-        self.made_etc_netns = self.made_etc_netns or not NETNS_ETC.exists()
-        (NETNS_ETC / self.a).mkdir(parents=True, exist_ok=True)
-        (NETNS_ETC / self.a / name).write_text(text)
-
-    def child(self, rules: dict[str, str] | None = None) -> Child:
-        self.children.append(Child(self.a, rules or {}))
-        return self.children[-1]
-
-    def destroy(self) -> None:
-        for child in self.children:
-            child.close()
-        for ns in (self.a, self.b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-        shutil.rmtree(NETNS_ETC / self.a, ignore_errors=True)
-        if self.made_etc_netns:
-            with contextlib.suppress(OSError):
-                NETNS_ETC.rmdir()
-
-
-@pytest.fixture
-def net() -> Iterator[Net]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2 `ip` is not installed")
-    net = Net()
-    try:
-        for ns in (net.a, net.b):
-            made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True,
-                                  timeout=10)
-            if made.returncode != 0:
-                pytest.skip(f"`ip netns add {ns}` failed: {made.stderr.strip()}")
-        net.ip(net.a, "link", "set", "lo", "up")
-        net.ip(net.b, "link", "set", "lo", "up")
-        net.ip(net.b, "addr", "add", "172.31.255.1/32", "dev", "lo")  # the far endpoint
-        yield net
-    finally:
-        net.destroy()
+def spawn(net: Net, rules: dict[str, str] | None = None) -> Child:
+    """A child process in namespace A (closed with the namespaces)."""
+    child = Child(net.a, rules or {})
+    net.children.append(child)
+    return child
 
 
 def _usable(got: dict[str, Any], name: str) -> dict[str, Any]:
@@ -211,7 +151,7 @@ def _prompt_change(net: Net, child: Child, *change: str) -> None:
 
 def test_link_flapping(net: Net) -> None:
     net.veth("eth0", "p0", "10.213.0.1/24", "10.213.0.2/24")
-    child = net.child()
+    child = spawn(net)
     link = _usable(child.until_usable("10.213.0.2"), "eth0")
     assert link["link_class"] == LinkClass.UNMETERED
     assert (link["address"], link["gateway"], link["kernel_default"]) == ("10.213.0.1", None, True)
@@ -231,7 +171,7 @@ def test_link_flapping(net: Net) -> None:
 
 def test_address_removed(net: Net) -> None:
     net.veth("eth0", "p0", "10.213.0.1/24", "10.213.0.2/24")
-    child = net.child()
+    child = spawn(net)
     _usable(child.until_usable("10.213.0.2"), "eth0")
     _prompt_change(net, child, "addr", "del", "10.213.0.1/24", "dev", "eth0")
     _unusable(child.check("10.213.0.2"), "eth0 (unmetered): no IPv4 address")
@@ -241,7 +181,7 @@ def test_address_removed(net: Net) -> None:
 
 def test_route_removed(net: Net) -> None:
     net.veth("eth0", "p0", "10.213.0.1/24", "10.213.0.2/24")
-    child = net.child()
+    child = spawn(net)
     _unusable(child.until_usable("172.31.255.1", within=0.5), "no route to 172.31.255.1")
     net.ip(net.a, "route", "add", "172.31.255.0/24", "via", "10.213.0.2", "dev", "eth0")
     link = _usable(child.until_usable("172.31.255.1"), "eth0")
@@ -255,7 +195,7 @@ def test_unmetered_preferred_over_the_kernels_choice(net: Net) -> None:
     net.veth("wwan0", "p1", "10.213.1.1/24", "10.213.1.2/24")
     for dev, gw, metric in (("wwan0", "10.213.1.2", "100"), ("eth0", "10.213.0.2", "200")):
         net.ip(net.a, "route", "add", "172.31.255.0/24", "via", gw, "dev", dev, "metric", metric)
-    child = net.child()
+    child = spawn(net)
     link = _usable(child.until_usable("172.31.255.1"), "eth0")
     assert (link["link_class"], link["kernel_default"]) == (LinkClass.UNMETERED, False)
 
@@ -269,14 +209,14 @@ def test_unmetered_preferred_over_the_kernels_choice(net: Net) -> None:
 
 def test_configured_classes(net: Net) -> None:
     net.veth("vbav0", "p0", "10.213.0.1/24", "10.213.0.2/24")
-    _unusable(net.child().check("10.213.0.2"), "no interface matches the class rules")
-    link = _usable(net.child({"vbav*": "metered"}).until_usable("10.213.0.2"), "vbav0")
+    _unusable(spawn(net).check("10.213.0.2"), "no interface matches the class rules")
+    link = _usable(spawn(net, {"vbav*": "metered"}).until_usable("10.213.0.2"), "vbav0")
     assert link["link_class"] == LinkClass.METERED
 
 
 def test_ipv6(net: Net) -> None:
     net.veth("wlan0", "p0", "fd00:213::1/64", "fd00:213::2/64")
-    child = net.child()
+    child = spawn(net)
     link = _usable(child.until_usable("fd00:213::2"), "wlan0")
     assert link["address"] == "fd00:213::1"
     _unusable(child.check("10.213.0.2"), "wlan0 (unmetered): no IPv4 address")
@@ -290,7 +230,7 @@ def test_host_names(net: Net) -> None:
     net.etc("nsswitch.conf", "hosts: files dns\n")
     # the only DNS server is an address in B where nothing listens: refused at once
     net.etc("resolv.conf", "nameserver 10.213.0.2\noptions timeout:1 attempts:1\n")
-    child = net.child()
+    child = spawn(net)
     link = _usable(child.until_usable("receiver.bavard.test"), "eth0")
     assert link["endpoint"] == "172.31.255.1"
     t0 = time.monotonic()
@@ -299,14 +239,14 @@ def test_host_names(net: Net) -> None:
 
 
 def test_endpoint_on_this_machine(net: Net) -> None:
-    child = net.child()  # no classed interface at all, only lo
+    child = spawn(net)  # no classed interface at all, only lo
     for endpoint in ("127.0.0.1", "::1"):
         link = _usable(child.check(endpoint), "lo")
         assert link["link_class"] == LinkClass.UNMETERED
 
 
 def test_wait_is_bounded_and_stoppable_without_spinning(net: Net) -> None:
-    child = net.child()
+    child = spawn(net)
     child.check("10.213.0.2")
     child.settle()
     got = child.wait(1.0)
@@ -320,7 +260,7 @@ def test_wait_is_bounded_and_stoppable_without_spinning(net: Net) -> None:
 
 def test_changes_between_check_and_wait_are_not_lost(net: Net) -> None:
     net.veth("eth0", "p0", "10.213.0.1/24", "10.213.0.2/24")
-    child = net.child()
+    child = spawn(net)
     _usable(child.until_usable("10.213.0.2"), "eth0")
     child.settle()
     net.ip(net.a, "link", "set", "dev", "eth0", "down")  # before the wait starts

@@ -8,12 +8,14 @@
         peer.requests[0].body, peer.requests[0].headers["Idempotency-Key"]
 
 Each request takes the next scripted :class:`Reply` (``200`` once the script
-is empty). Actions: answer (the default); ``HANG`` (read the request, then
+is empty, or, with an ``upstream``, the upstream's answer: a real receiver behind
+a front that misbehaves on cue). Actions: answer (the default); ``HANG`` (read the request, then
 answer nothing for ``hang`` seconds or until the peer stops); ``CLOSE_MID_BODY``
 (read about half the body, then reset the connection); ``CLOSE_BEFORE_RESPONSE``
 (read the whole request, then close without a word); ``CLOSE_AFTER_RESPONSE``
 (answer normally, as if keeping the connection alive, then close it at once,
-which is what a server's idle timeout does).
+which is what a server's idle timeout does); ``LOSE_ANSWER`` (hand the request
+to the upstream, then reset the connection: delivered, but never acknowledged).
 
 Connections are HTTP/1.1 keep-alive; ``Request.connection`` numbers them, so a
 test can tell a reused connection from a new one. TLS is handshaken in the
@@ -32,6 +34,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,6 +44,7 @@ HANG = "hang"
 CLOSE_MID_BODY = "close mid-body"
 CLOSE_BEFORE_RESPONSE = "close before response"
 CLOSE_AFTER_RESPONSE = "close after response"
+LOSE_ANSWER = "lose the answer"
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     action: str = ANSWER
     hang: float = 10.0  # seconds, for HANG; the peer's stop() ends it early
+    forward: bool = False  # answer with the upstream's answer (when the peer has one)
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
             return
         body = self.rfile.read(length)
-        peer._record(self, body, complete=True)
+        request = peer._record(self, body, complete=True)
+        if peer.upstream is not None and (reply.action == LOSE_ANSWER or reply.forward):
+            status, answer = peer.upstream(request)
+            if reply.action == LOSE_ANSWER:  # delivered, but the sender never hears of it
+                self._abort()
+                return
+            reply = Reply(status, answer)
         if reply.action == HANG:
             peer._stopping.wait(reply.hang)
             self._abort()
@@ -153,8 +164,10 @@ class _Handler(BaseHTTPRequestHandler):
 class HttpPeer:
     """An HTTP(S) receiver on 127.0.0.1 that answers from a script and records requests."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None, port: int = 0) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, port: int = 0,
+                 upstream: Callable[[Request], tuple[int, bytes]] | None = None) -> None:
         self.ssl_context = ssl_context
+        self.upstream = upstream
         self.port = port
         self.requests: list[Request] = []
         self.tls_errors: list[BaseException] = []
@@ -220,10 +233,12 @@ class HttpPeer:
 
     def _next_reply(self) -> Reply:
         with self._lock:
-            return self._replies.popleft() if self._replies else Reply()
+            return self._replies.popleft() if self._replies else Reply(forward=True)
 
-    def _record(self, handler: _Handler, body: bytes, complete: bool) -> None:
+    def _record(self, handler: _Handler, body: bytes, complete: bool) -> Request:
         headers = {name: handler.headers[name] for name in handler.headers}
+        request = Request(handler.command, handler.path, headers, body,
+                          handler.connection_number, complete)
         with self._lock:
-            self.requests.append(Request(handler.command, handler.path, headers, body,
-                                         handler.connection_number, complete))
+            self.requests.append(request)
+        return request
