@@ -75,7 +75,6 @@ import os
 import pickle
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -386,6 +385,8 @@ def _decode_entry(raw: bytes, key: Mapping[str, str]) -> CachedDbc:
 def _write_atomic(path: Path, header: bytes, payload: bytes) -> None:
     """Write to a 0600 temporary file beside ``path``, fsync it, rename it over ``path``,
     fsync the directory."""
+    import tempfile  # only on a miss: not among the daemon's start-up imports otherwise
+
     fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:  # mkstemp: O_EXCL, mode 0600
