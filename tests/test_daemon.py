@@ -186,3 +186,31 @@ def test_watchdog_stops_pinging_while_the_store_writer_is_stuck(tmp_path: Path) 
         runner.join(10)
         sock.close()
     assert not runner.is_alive()
+
+
+def test_watchdog_goes_on_after_a_replay_ends(tmp_path: Path) -> None:
+    """A log replayed to its end is not a stuck pipeline: the pings go on."""
+    drive = tmp_path / "drive.log"
+    with (ROOT / "tests/data/sample_drive.log").open() as log:
+        drive.write_text("".join(next(log) for _ in range(500)))
+    config = tmp_path / "bavard.toml"
+    config.write_text(f'[[channels]]\nname = "v"\nlog = "{drive}"\n'
+                      f'dbc = "{ROOT / "dbc/demo_vehicle.dbc"}"\nspeed = 0\n'
+                      f'[store]\nstate_dir = "{tmp_path / "state"}"\n')
+    sock = NotifySocket(tmp_path / "notify.sock")
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+                         "WATCHDOG_USEC": "400000"})
+    daemon = Daemon(config, notifier=notifier, silence=1.0)
+    runner = threading.Thread(target=daemon.run, daemon=True)
+    runner.start()
+    try:
+        sock.wait_for("READY", "1")
+        time.sleep(3.0)  # the replay is long over, and past the allowed silence
+        while sock.receive(0.01) is not None:
+            pass
+        sock.messages.clear()
+        sock.wait_for("WATCHDOG", "1", timeout=3)
+    finally:
+        daemon.request_stop()
+        runner.join(10)
+        sock.close()

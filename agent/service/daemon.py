@@ -270,10 +270,10 @@ class Daemon:
         except (StoreError, KeyError) as exc:
             log.warning("the store did not answer: %s", exc)
         worker = self._pipeline_worker
-        if worker is not None and not worker.thread.is_alive() and not worker.stop.is_set():
-            if not self._pipeline_ended_logged:
-                log.info("every source has ended; uploading what is buffered")
-                self._pipeline_ended_logged = True
+        if worker is not None and not worker.thread.is_alive() and not self._pipeline_ended_logged:
+            # the sources ended (a log replayed to its end): nothing more to watch there
+            log.info("every source has ended; uploading what is buffered")
+            self._pipeline_ended_logged = True
             self.watchdog.unregister("pipeline")
         pipeline = self.pipeline
         if pipeline is not None:

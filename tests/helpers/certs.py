@@ -34,10 +34,10 @@ class Certs:
         return ctx
 
 
-def make_certs(directory: Path) -> Certs:
+def make_certs(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Certs:
     directory.mkdir(parents=True, exist_ok=True)
     ca, other = trustme.CA(), trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
+    server = ca.issue_cert(*hosts)
     client = ca.issue_cert("bavard-client@example.org", common_name="bavard-client")
     certs = Certs(directory / "ca.pem", directory / "server.pem", directory / "server.key",
                   directory / "client.pem", directory / "client.key",
