@@ -214,3 +214,34 @@ def test_watchdog_goes_on_after_a_replay_ends(tmp_path: Path) -> None:
         daemon.request_stop()
         runner.join(10)
         sock.close()
+
+
+def test_reload_rejects_a_private_key_readable_by_others(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from helpers.certs import make_certs
+
+    certs = make_certs(tmp_path / "certs")
+    state = tmp_path / "state"
+    config = write_config(tmp_path / "bavard.toml", state, speed=1.0)
+    daemon = Daemon(config, notifier=Notifier({}))
+    runner = threading.Thread(target=daemon.run, daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while daemon.pipeline is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        certs.client_key.chmod(0o644)
+        config.write_text(config.read_text() + f'\n[upload]\nurl = "https://127.0.0.1:9/"\n'
+                          f'cert_file = "{certs.client_cert}"\nkey_file = "{certs.client_key}"\n')
+        pipeline = daemon.pipeline
+        daemon.request_reload()
+        deadline = time.monotonic() + 10
+        while "new configuration rejected" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+        assert "upload.key_file" in caplog.text and "chmod 600" in caplog.text
+        assert daemon.pipeline is pipeline and daemon.uploader is None  # the old one runs on
+    finally:
+        daemon.request_stop()
+        runner.join(10)

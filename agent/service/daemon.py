@@ -29,6 +29,7 @@ used at start (the unit does not restart on it), 1 for any other failure to star
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -37,17 +38,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from agent.config import Config, load_config
 from agent.decode.dbc_files import load_dbc
 from agent.errors import BavardError, ConfigError, StoreError
 from agent.pipeline import Pipeline, channel_dbcs
-from agent.service.identity import identity
 from agent.service.notify import Notifier
 from agent.service.watchdog import Watchdog
 from agent.store.buffer import Store
 from agent.store.writer import CommitInfo
-from agent.upload.uploader import Uploader
+
+if TYPE_CHECKING:  # the upload side is imported only when [upload] is configured
+    from agent.upload.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,7 @@ class Daemon:
                 log.error("cannot start: %s", exc)
                 return 1
             self.watchdog.register("store-writer", self.silence)
+            gc.freeze()  # the DBCs and decoders live for ever: keep them out of collections
             self.notifier.ready(self.status_line())
             log.info("running: %s", ", ".join(
                 f"{c.name} ({c.kind})" for c in config.channels))
@@ -172,9 +176,11 @@ class Daemon:
             self._start_uploader(config, pipeline)
 
     def _start_uploader(self, config: Config, pipeline: Pipeline) -> None:
+        from agent.service.identity import identity
         from agent.upload.budget import DataBudget
         from agent.upload.connectivity import Connectivity, InterfaceRules
         from agent.upload.transport import open_transport
+        from agent.upload.uploader import Uploader
 
         upload = config.upload
         assert upload is not None and self.store is not None
@@ -231,6 +237,10 @@ class Daemon:
                 if channel.mode != "raw":
                     for path in channel_dbcs(channel):
                         load_dbc(path)
+            if config.upload is not None:  # so do a bad URL, CA or a readable private key
+                from agent.upload.transport import open_transport
+
+                open_transport(config.upload.transport()).close()
         except BavardError as exc:
             _log_problems(f"{self.config_path}: new configuration rejected, the running one "
                           f"stays", exc)
