@@ -1,6 +1,7 @@
 """The whole daemon on a real bus: ``canplayer`` replays a log into vcan0 while
 ``bavard run`` decodes it; what the store holds after SIGTERM is what
-``bavard decode`` makes of the same log.
+``bavard decode`` makes of the same log. And ``ip link set vcan0 down`` then
+``up`` under a running daemon is a gap, logged, not the daemon's end.
 
 Decisions:
 
@@ -21,23 +22,32 @@ Decisions:
   ``/proc/net/can/rcvlist_fil``; all frames were handed on when the match
   counters reached the number of selected frames in the log and a second of
   quiet (the store commits at least every second) has passed.
+* **Link down and up**: the daemon must outlive it, log the gap's start and
+  end (warning, one gap), keep what came before and store what comes after.
+  The bus is reopened on the source's backoff (0.1 s doubling), not when the
+  link comes up: frames sent before the "back after a gap" line are lost, so
+  the test waits for that line, then sends values it never sent before.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import signal
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agent.store import Store, StoreConfig
 from tests.conftest import ROOT
-from tests.vcan.conftest import filter_lines, wait_until
+from tests.vcan.conftest import cansend, filter_lines, wait_until
 
 pytestmark = pytest.mark.vcan
 
@@ -141,3 +151,115 @@ state_dir = "{state}"
     for key, values in expected.items():
         assert stored[key] == values, f"{key}: {len(stored[key])} stored, {len(values)} decoded"
     assert sum(map(len, expected.values())) > 1000  # the comparison had something to compare
+
+
+class Output:
+    """The daemon's merged stdout and stderr, read line by line in a thread."""
+
+    def __init__(self, daemon: subprocess.Popen[str]) -> None:
+        assert daemon.stdout is not None
+        self._stream = daemon.stdout
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:  # ends when the daemon's end closes the pipe
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float) -> bool:
+        return wait_until(lambda: any(re.search(pattern, line) for line in self.lines), timeout)
+
+    def so_far(self) -> str:
+        return "".join(self.lines)
+
+    def text(self) -> str:
+        self._thread.join(5)  # the pipe closes when the daemon is gone
+        return self.so_far()
+
+
+def speed_frame(kmh: float) -> str:
+    """A VehicleDynamics frame (0x0D0) whose VehicleSpeed is ``kmh`` (0.01 km/h a bit)."""
+    return "0D0#" + (struct.pack("<H", round(kmh * 100)) + bytes(6)).hex().upper()
+
+
+BEFORE = (12.5, 13.0, 13.5)  # km/h sent before the link goes down
+AFTER = (71.25, 72.5, 73.75)  # and after it is up again: values the test never sent before
+DOWN_SECONDS = 1.5
+STARTED = r"channel vehicle: socketcan:vcan0: read failed \(.*\): gap 1 started"
+BACK = r"channel vehicle: socketcan:vcan0: back after a gap of ([0-9.]+) s .*\(gap 1,"
+
+
+def test_link_down_and_up_under_the_daemon_is_a_logged_gap_not_its_end(
+        vcan0: str, link_control: Callable[[str], None], tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    config = tmp_path / "bavard.toml"
+    config.write_text(f"""
+[[channels]]
+name = "vehicle"
+interface = "socketcan"
+channel = "{vcan0}"
+dbc = "{DBC}"
+
+[selection]
+include = ["VehicleDynamics.VehicleSpeed"]
+
+[store]
+state_dir = "{state}"
+commit_interval = 0.2
+""")
+    assert filter_lines() == [], "another CAN_RAW filter is on vcan0"
+
+    def matched() -> int:
+        return sum(m for _, _, m in filter_lines())
+
+    daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(daemon)
+    try:
+        assert wait_until(lambda: len(filter_lines()) > 0 or daemon.poll() is not None, 60), \
+            "the daemon never opened vcan0"
+        assert daemon.poll() is None, "the daemon ended at start"
+        assert [(i, m) for i, m, _ in filter_lines()] == [(0x0D0, 0x800007FF)]
+        cansend(*map(speed_frame, BEFORE))
+        assert wait_until(lambda: matched() >= len(BEFORE), 5), "the frames before never came"
+        # matched means queued on the daemon's socket, not read: give it time to read them
+        # (the socket is shut down when the gap starts, with whatever it still holds)
+        time.sleep(0.5)
+
+        link_control("down")
+        down_at = time.monotonic()
+        assert output.wait_for(STARTED, 5), \
+            f"no gap was logged after `ip link set down`:\n{output.so_far()}"
+        time.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - down_at)))
+        assert daemon.poll() is None, f"the daemon ended with the link down:\n{output.text()}"
+        link_control("up")
+        # the backoff (0.1 s doubling, capped at 5 s) decides when the bus is open again:
+        # frames sent before that would be lost, so wait for the log to say so
+        assert output.wait_for(BACK, 10), \
+            f"the gap never ended after `ip link set up`:\n{output.so_far()}"
+        assert [(i, m) for i, m, _ in filter_lines()] == [(0x0D0, 0x800007FF)], \
+            "the reopened socket's filter is not the only one on vcan0"
+        cansend(*map(speed_frame, AFTER))
+        assert wait_until(lambda: matched() >= len(AFTER), 5), "the frames after never came"
+        time.sleep(1.0)  # the store commits every 0.2 s
+        assert daemon.poll() is None, f"the daemon ended after the gap:\n{output.text()}"
+        daemon.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        daemon.wait(timeout=15)
+        stop_seconds = time.monotonic() - started
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=10)
+    log = output.text()
+    assert daemon.returncode == 0, log
+    assert stop_seconds < 5.0, log
+    assert len(re.findall(r"gap \d+ started", log)) == 1, log  # one gap, counted once
+    back = re.search(BACK, log)
+    assert back is not None, log
+    assert DOWN_SECONDS - 0.5 < float(back.group(1)) < 10, log
+    stored = stored_values(state)
+    assert list(stored) == [("VehicleDynamics", "VehicleSpeed")], stored
+    speeds = stored[("VehicleDynamics", "VehicleSpeed")]
+    assert speeds == pytest.approx([*BEFORE, *AFTER]), speeds
