@@ -283,7 +283,8 @@ def clone(tmp_path: Path, *, with_package: bool = False) -> Path:
         origin, target = ROOT / part, src / part
         target.parent.mkdir(parents=True, exist_ok=True)
         if origin.is_dir():
-            shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"),
+                            dirs_exist_ok=True)
         else:
             shutil.copy2(origin, target)
     return src

@@ -39,7 +39,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bavard {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+        "-v", "--verbose", action="count", default=0,
+        help="more log output (-vv for debug, -vvv with python-can's own)"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -60,6 +61,8 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 
     levels = (logging.WARNING, logging.INFO, logging.DEBUG)
     to_stderr(logging.ERROR if quiet else levels[min(verbose, 2)])
+    if verbose < 3:  # python-can says "Created a socket" at INFO on every reopen of a bus
+        logging.getLogger("can").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

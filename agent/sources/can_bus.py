@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 
 RECV_TIMEOUT = 0.2  # seconds: how soon a stop request is noticed on a quiet bus
 RECONNECT_INITIAL = 0.1  # seconds before the first reopen after a read error
-RECONNECT_MAX = 5.0  # seconds: the backoff between reopen attempts is capped here
+# seconds: the backoff between reopen attempts is capped here. Reopening a socket is
+# cheap, and every second of backoff after the link is back is a second of bus lost.
+RECONNECT_MAX = 1.0
 
 
 @dataclass
