@@ -184,12 +184,15 @@ class Daemon:
 
         upload = config.upload
         assert upload is not None and self.store is not None
-        transport = open_transport(upload.transport())
+        # Everything that may fail comes before the watchdog beat: a beat registered for
+        # an uploader that never starts would stop the pings, and systemd the service.
+        who = identity(config, pipeline)
         rules = InterfaceRules.with_overrides(dict(upload.interfaces))
         budget = DataBudget(config.store.state_dir, upload.metered_daily_bytes,
                             upload.metered_monthly_bytes, self.clock)
+        transport = open_transport(upload.transport())
         beat = self.watchdog.register("uploader", self.silence)
-        uploader = Uploader(self.store, transport, upload, identity(config, pipeline),
+        uploader = Uploader(self.store, transport, upload, who,
                             connectivity=Connectivity(rules), budget=budget, clock=self.clock,
                             beat=beat)
         stop = threading.Event()
@@ -237,10 +240,12 @@ class Daemon:
                 if channel.mode != "raw":
                     for path in channel_dbcs(channel):
                         load_dbc(path)
-            if config.upload is not None:  # so do a bad URL, CA or a readable private key
+            if config.upload is not None:  # so do a bad URL, CA or a readable private key,
+                from agent.service.identity import id_secret  # and an unusable id secret
                 from agent.upload.transport import open_transport
 
                 open_transport(config.upload.transport()).close()
+                id_secret(config)
         except BavardError as exc:
             _log_problems(f"{self.config_path}: new configuration rejected, the running one "
                           f"stays", exc)

@@ -6,6 +6,11 @@ box. Its key is ``[vehicle] id_secret_file`` when configured (one per fleet or p
 owner), else a random 32-byte secret that the box creates in its state directory
 on first start (mode 0600, written atomically) and keeps: the same box always
 gives the same pseudonym, and nobody without the box can link it to the VIN.
+A secret file that cannot serve as a key any more (shorter than 16 bytes: an
+emptied or truncated file) is replaced by a new one, logged as an error: the
+pseudonym changes, but the box keeps buffering and uploading instead of failing
+at every start. A state directory that cannot be read or written is a
+ConfigError naming the file.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from agent.upload.uploader import Identity
 log = logging.getLogger(__name__)
 
 SECRET_NAME = "vehicle-id.secret"
+MIN_SECRET = 16  # bytes: what agent.batch.ids accepts as a key
 UNKNOWN_VIN = "UNKNOWN"
 
 
@@ -37,24 +43,35 @@ def id_secret(config: Config) -> bytes:
         except OSError as exc:
             raise ConfigError(f"vehicle.id_secret_file: cannot read {configured}: "
                               f"{exc.strerror or exc}") from None
-        if len(secret) < 16:
+        if len(secret) < MIN_SECRET:
             raise ConfigError(f"vehicle.id_secret_file: {configured} holds {len(secret)} "
-                              f"bytes; at least 16 are needed")
+                              f"bytes; at least {MIN_SECRET} are needed")
         return secret
     path = Path(config.store.state_dir) / SECRET_NAME
     try:
-        return path.read_bytes()
+        secret = path.read_bytes()
+        if len(secret) >= MIN_SECRET:
+            return secret
+        log.error("the vehicle pseudonym secret %s holds %d bytes, too few for a key; "
+                  "replacing it: the pseudonym changes", path, len(secret))
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        raise ConfigError(f"cannot read the vehicle pseudonym secret {path}: "
+                          f"{exc.strerror or exc}") from None
     secret = secrets.token_bytes(32)
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, secret)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, secret)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the vehicle pseudonym secret {path}: "
+                          f"{exc.strerror or exc}") from None
     log.info("created the vehicle pseudonym secret %s", path)
     return secret
 

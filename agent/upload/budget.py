@@ -4,7 +4,11 @@ Every attempt over a metered link is charged (payload plus :data:`OVERHEAD` for
 the protocol and TLS framing), delivered or not: the operator pays for what was
 sent, not for what arrived. Periods are calendar days and months in UTC (a
 carrier's billing day is not known to the box; UTC keeps a reboot across a
-time-zone change from granting a second day).
+time-zone change from granting a second day). Periods only move forward: a
+clock that steps back (a Pi without RTC boots at its last saved time, or in
+1970, until NTP answers) keeps charging the period already started instead of
+starting a "new" one, and then another on the way forward, each from zero. The
+price: a clock that was once set far ahead keeps that period until it is reached.
 
 The state is a small JSON file in the state directory, replaced atomically
 (temporary file, fsync, rename) after each charge, so a power cut keeps the
@@ -68,9 +72,9 @@ class DataBudget:
     def _roll(self) -> Spent:
         day, month = self._periods()
         s = self.spent
-        if s.month != month:
+        if month > s.month:  # ISO dates sort as they come
             s.month, s.month_bytes = month, 0
-        if s.day != day:
+        if day > s.day:
             s.day, s.day_bytes = day, 0
         return s
 

@@ -5,7 +5,7 @@ One thread runs :meth:`Uploader.run`. Each round:
 1. **Link.** With the connectivity gate on, ask the kernel which link reaches
    the endpoint (agent.upload.connectivity). No link: wait for a netlink change
    (no busy loop), and try again at once when one comes. A link that cannot be
-   judged at all (netlink refused) is logged once and treated as up.
+   judged (netlink refused) is logged once and treated as up for that round.
 2. **Batch.** Take the next batch from the store, of a class the link may carry
    (a metered link: ``metered_classes`` and above, within the daily and monthly
    budget of agent.upload.budget). Events go at once; samples and frames wait up
@@ -19,7 +19,16 @@ One thread runs :meth:`Uploader.run`. Each round:
    After :data:`ATTEMPTS_PER_BATCH` attempts, or when the link goes, the batch is
    released (it comes back as the same range, so the same batch id) and the
    round starts over, so an event can overtake a stuck sample batch. A refusal
-   moves the batch to the store's dead letters and the next batch goes on.
+   moves the batch to the store's dead letters and the next batch goes on. On a
+   metered link the budget is looked at before every attempt, not once per
+   batch: each attempt is charged, and eight of them could cost eight budgets.
+
+The thread never ends before ``stop``: anything unexpected (a transport or
+connectivity bug, an exception nobody wrapped) is logged with its traceback, the
+batch in hand is released, and the round starts over after a backoff pause. A
+store that cannot take an ack, release or dead-letter in time (a stuck SD card)
+does not strand the batch in flight either: the uploader takes nothing new until
+the store has taken that step, so a delivered batch is not sent again.
 
 A receiver that got a batch whose acknowledgement was lost gets it again with
 the same batch id and drops the repeat: delivery is at least once, storage at
@@ -41,7 +50,6 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from agent.batch.codec import encode
 from agent.batch.model import Batch, SignalKey, SignalMeta
 from agent.errors import (
-    BatchFormatError,
     RefusedUploadError,
     StoreError,
     TransientUploadError,
@@ -57,6 +65,7 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS_PER_BATCH = 8  # then release it and choose again (an event may be waiting)
 IDLE = 5.0  # seconds between looks when there is nothing to do (and watchdog beats)
+MAX_DOUBLINGS = 64  # the backoff cap stops doubling here (retry_max caps it long before)
 RETRY_AFTER_MAX = 3600.0  # a receiver's Retry-After is honoured up to this
 
 
@@ -113,8 +122,13 @@ class Uploader:
         self.endpoint = config.transport().host
         self._wake = threading.Event()
         self._streak = 0  # consecutive transient failures, across batches
-        self._linger_until = 0.0  # samples and frames wait until then (clock time)
-        self._gate_broken = False
+        # Samples and frames wait until then: time.monotonic(), not ``clock``, since a
+        # wall clock stepped back (a Pi without RTC set by NTP) would stretch the wait.
+        self._linger_until = 0.0
+        self._gate_broken = False  # the last look at the links failed (logged once)
+        # (action, batch, reason, payload bytes) the store could not take yet: retried
+        # before anything else, so a batch is never left in flight for good.
+        self._pending: tuple[str, StoredBatch, str, int] | None = None
 
     def wake(self) -> None:
         """New data was committed, or stop was set: look again now."""
@@ -126,12 +140,22 @@ class Uploader:
         try:
             while not stop.is_set():
                 self.beat()
-                self._round(stop)
+                try:
+                    self._round(stop)
+                except Exception as exc:  # a bug must not end the uploads until a restart
+                    self._streak += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("upload: unexpected failure; trying again after a pause")
+                    if not stop.is_set():
+                        self._backoff_pause(stop)
         finally:
             self.stats.state = "stopped"
             self.transport.close()
 
     def _round(self, stop: threading.Event) -> None:
+        if self._pending is not None and not self._finish_pending():
+            self._idle(stop, IDLE)
+            return
         link = self._link()
         if link is False:
             self.stats.state = "waiting-link"
@@ -139,7 +163,7 @@ class Uploader:
             return
         metered = isinstance(link, Link) and link.metered
         min_kind = self.config.metered_min_kind if metered else Kind.FRAME
-        if self.clock() < self._linger_until:
+        if time.monotonic() < self._linger_until:
             min_kind = max(min_kind, Kind.EVENT)
         try:
             batch = self.store.next_batch(self.config.batch_items, self.config.batch_seconds,
@@ -150,10 +174,14 @@ class Uploader:
             return
         if batch is None:
             self.stats.state = "idle"
-            self._idle(stop, max(0.0, min(IDLE, self._linger_until - self.clock())) or IDLE)
+            self._idle(stop, max(0.0, min(IDLE, self._linger_until - time.monotonic())) or IDLE)
             return
         self.stats.state = "uploading"
-        self._upload(batch, link if isinstance(link, Link) else None, stop)
+        try:
+            self._upload(batch, link if isinstance(link, Link) else None, stop)
+        except Exception:
+            self._finish("release", batch)  # whatever went wrong, it comes back
+            raise
 
     def _upload(self, stored: StoredBatch, link: Link | None, stop: threading.Event) -> None:
         first, last = stored.seq_first, stored.seq_last
@@ -162,12 +190,13 @@ class Uploader:
                       stored.samples, stored.events, stored.frames)
         try:
             payload = encode(batch.with_metadata(identity.signals))
-        except BatchFormatError as exc:  # a bug upstream: never retry it
-            self._dead_letter(stored, f"cannot encode: {exc}")
+        except Exception as exc:  # a bug upstream: the same batch would fail again, and
+            # block every batch of its class behind it; the dead letters keep it
+            self._dead_letter(stored, f"cannot encode: {type(exc).__name__}: {exc}")
             return
         budget = self.budget if link is not None and link.metered else None
         if budget is not None and not budget.allows(len(payload)):
-            self.store.release(first, last)
+            self._finish("release", stored)
             self.stats.state = "budget"
             log.info("upload: metered budget spent; waiting for an unmetered link or the "
                      "next period")
@@ -180,24 +209,58 @@ class Uploader:
             self._dead_letter(stored, str(exc))
             return
         except (TransientUploadError, _Interrupted) as exc:
-            self.store.release(first, last)
+            self._finish("release", stored)
             if isinstance(exc, TransientUploadError) and not stop.is_set():
                 self._backoff_pause(stop)  # the streak goes on with the next batch
             return
-        acked = self.store.ack(first, last)
         self._streak = 0
-        st = self.stats
-        st.batches += 1
-        st.items += acked
-        st.bytes += len(payload)
-        st.last_upload = self.clock()
-        st.last_error = ""
+        self._finish("ack", stored, nbytes=len(payload))
         small = (stored.items < self.config.batch_items // 2 and
                  _span(stored) < self.config.batch_seconds / 2)
         if stored.kind != Kind.EVENT and small:  # caught up: let the next batch fill
-            self._linger_until = self.clock() + self.config.linger
+            self._linger_until = time.monotonic() + self.config.linger
         log.debug("upload: batch %s (%d..%d, %d items, %d bytes) delivered", batch_id,
-                  first, last, acked, len(payload))
+                  first, last, stored.items, len(payload))
+
+    def _finish(self, action: str, stored: StoredBatch, reason: str = "",
+                nbytes: int = 0) -> bool:
+        """Have the store ack, release or dead-letter ``stored``, and count it. When the
+        store cannot (StoreError: it did not answer in time), the step is kept and
+        retried at the start of each round; False then."""
+        first, last = stored.seq_first, stored.seq_last
+        try:
+            if action == "ack":
+                items = self.store.ack(first, last)
+            elif action == "dead_letter":
+                items = self.store.dead_letter(first, last, reason[:500])
+            else:
+                self.store.release(first, last)
+                items = 0
+        except StoreError as exc:
+            if self._pending is None:
+                log.error("upload: the store cannot %s batch %d..%d now (%s); trying again "
+                          "before anything else", action.replace("_", "-"), first, last, exc)
+            self._pending = (action, stored, reason, nbytes)
+            return False
+        self._pending = None
+        st = self.stats
+        if action == "ack":
+            # 0 when a timed-out ack went through after all: the receiver has it anyway
+            st.batches += 1
+            st.items += items or stored.items
+            st.bytes += nbytes
+            st.last_upload = self.clock()
+            st.last_error = ""
+        elif action == "dead_letter":
+            st.refused += 1
+            st.refused_items += items or stored.items
+            st.last_error = reason
+        return True
+
+    def _finish_pending(self) -> bool:
+        assert self._pending is not None
+        action, stored, reason, nbytes = self._pending
+        return self._finish(action, stored, reason, nbytes)
 
     def _deliver(self, batch_id: str, payload: bytes, link: Link | None,
                  stop: threading.Event) -> None:
@@ -207,9 +270,11 @@ class Uploader:
             if link is not None and self.connectivity is not None and self._link() is False:
                 raise _Interrupted(f"link {link.name} is gone")
             self.beat()
-            self.stats.attempts += 1
             if link is not None and link.metered and self.budget is not None:
+                if not self.budget.allows(len(payload)):
+                    raise _Interrupted("the metered budget is spent")
                 self.budget.charge(len(payload))
+            self.stats.attempts += 1
             try:
                 self.transport.send(batch_id, self.identity.vehicle_id, payload)
             except TransientUploadError as exc:
@@ -233,7 +298,8 @@ class Uploader:
     def backoff(self, streak: int, retry_after: float | None = None) -> float:
         """Seconds to wait after ``streak`` consecutive failures: full jitter under an
         exponential cap, or the receiver's Retry-After if that is longer."""
-        cap = min(self.config.retry_max, self.config.retry_initial * 2 ** max(0, streak - 1))
+        doublings = min(max(0, streak - 1), MAX_DOUBLINGS)  # 2.0 ** 1024 overflows
+        cap = min(self.config.retry_max, self.config.retry_initial * 2 ** doublings)
         delay = self.rng() * cap
         if retry_after is not None:
             delay = max(delay, min(retry_after, RETRY_AFTER_MAX))
@@ -269,16 +335,26 @@ class Uploader:
     # -- links and waiting -----------------------------------------------------------------
 
     def _link(self) -> Link | bool:
-        """The link to use; True when there is no gate; False when there is no link."""
-        if self.connectivity is None or not self.config.require_link or self._gate_broken:
+        """The link to use; True when there is no gate; False when there is no link.
+
+        A look that fails (netlink refused, or a dump that kept changing while links
+        flapped) counts as a link for this round only: the next round looks again, so a
+        passing failure does not leave metered links unguarded until a restart. Logged
+        when it starts failing and when it works again."""
+        if self.connectivity is None or not self.config.require_link:
             return True
         try:
             status = self.connectivity.status(self.endpoint)
         except ConnectivityError as exc:
-            log.warning("upload: cannot read the link state (%s); uploading without the "
-                        "connectivity gate", exc)
+            if not self._gate_broken:
+                log.warning("upload: cannot read the link state (%s); uploading without the "
+                            "connectivity gate until it can be read", exc)
             self._gate_broken = True
+            self.stats.link = ""
             return True
+        if self._gate_broken:
+            log.info("upload: the link state can be read again")
+            self._gate_broken = False
         if status.reason != self.stats.link:
             log.info("upload: %s", status.reason if status.link else f"no link: {status.reason}")
             self.stats.link = status.reason
@@ -301,10 +377,7 @@ class Uploader:
     def _dead_letter(self, stored: StoredBatch, reason: str) -> None:
         log.error("upload: batch %d..%d refused, moved to the dead letters: %s",
                   stored.seq_first, stored.seq_last, reason)
-        items = self.store.dead_letter(stored.seq_first, stored.seq_last, reason[:500])
-        self.stats.refused += 1
-        self.stats.refused_items += items
-        self.stats.last_error = reason
+        self._finish("dead_letter", stored, reason)
 
 
 def _span(stored: StoredBatch) -> float:
