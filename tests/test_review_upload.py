@@ -373,3 +373,38 @@ def test_reload_rejects_an_unusable_id_secret_and_the_watchdog_goes_on(tmp_path:
         runner.join(10)
         sock.close()
     assert not runner.is_alive()
+
+
+class _CountingLooks(Connectivity):
+    """The real kernel's answers, counted."""
+
+    def __init__(self) -> None:
+        super().__init__(InterfaceRules())
+        self.looks = 0
+
+    def status(self, endpoint: str) -> Status:
+        self.looks += 1
+        return super().status(endpoint)
+
+
+def test_the_link_is_looked_up_again_only_after_a_change_or_a_failure(tmp_path: Path) -> None:
+    """Every round looked the link up (a DNS lookup and netlink dumps), about once a
+    second with commits waking the uploader: on a metered link, traffic no budget saw."""
+    with Store(StoreConfig(state_dir=tmp_path / "state", commit_interval=0.05)) as store, \
+            HttpPeer() as peer:
+        connectivity = _CountingLooks()
+        uploader = uploader_for(store, peer.url, [], connectivity=connectivity)
+        with Running(uploader):
+            for i in range(5):
+                store.put_samples(samples(10, t0=T0 + 100 * i))
+                store.flush()
+                uploader.wake()
+                wait_until(lambda: drained(store), f"batch {i}")
+            assert connectivity.looks == 1
+            peer.script(Reply(503))  # a failed attempt: look again before the next one
+            store.put_samples(samples(10, t0=T0 + 1000))
+            store.flush()
+            uploader.wake()
+            wait_until(lambda: drained(store), "the batch after the failure")
+        connectivity.close()
+        assert connectivity.looks == 2

@@ -64,6 +64,7 @@ from agent.upload.transport import Transport
 log = logging.getLogger(__name__)
 
 ATTEMPTS_PER_BATCH = 8  # then release it and choose again (an event may be waiting)
+LINK_TTL = 60.0  # seconds a look at the links is trusted when netlink reports no change
 IDLE = 5.0  # seconds between looks when there is nothing to do (and watchdog beats)
 MAX_DOUBLINGS = 64  # the backoff cap stops doubling here (retry_max caps it long before)
 RETRY_AFTER_MAX = 3600.0  # a receiver's Retry-After is honoured up to this
@@ -126,6 +127,9 @@ class Uploader:
         # wall clock stepped back (a Pi without RTC set by NTP) would stretch the wait.
         self._linger_until = 0.0
         self._gate_broken = False  # the last look at the links failed (logged once)
+        # (when, what) of the last look: reused until netlink reports a change, an
+        # attempt fails, or LINK_TTL passes (a DNS answer changes without any event)
+        self._link_cache: tuple[float, Link | bool] | None = None
         # (action, batch, reason, payload bytes) the store could not take yet: retried
         # before anything else, so a batch is never left in flight for good.
         self._pending: tuple[str, StoredBatch, str, int] | None = None
@@ -278,6 +282,7 @@ class Uploader:
             try:
                 self.transport.send(batch_id, self.identity.vehicle_id, payload)
             except TransientUploadError as exc:
+                self._link_cache = None  # look again before the next attempt
                 self._streak += 1
                 self.stats.transient += 1
                 self.stats.last_error = str(exc)
@@ -343,7 +348,13 @@ class Uploader:
         when it starts failing and when it works again."""
         if self.connectivity is None or not self.config.require_link:
             return True
+        now = time.monotonic()
+        cached = self._link_cache
         try:
+            if (cached is not None and now - cached[0] < LINK_TTL
+                    and not self.connectivity.wait_for_change(0.0)):
+                return cached[1]  # no netlink change since: no DNS lookup, no dump
+            self._link_cache = None
             status = self.connectivity.status(self.endpoint)
         except ConnectivityError as exc:
             if not self._gate_broken:
@@ -358,10 +369,15 @@ class Uploader:
         if status.reason != self.stats.link:
             log.info("upload: %s", status.reason if status.link else f"no link: {status.reason}")
             self.stats.link = status.reason
-        return status.link if status.link is not None else False
+        link: Link | bool = status.link if status.link is not None else False
+        self._link_cache = (now, link)
+        return link
 
     def _wait_for_link(self, stop: threading.Event, timeout: float = 60.0) -> None:
-        """Block on netlink until something changes (or the timeout: DNS makes no event)."""
+        """Block on netlink until something changes (or the timeout: DNS makes no event).
+
+        The change is consumed here, so the next look must not trust its cache."""
+        self._link_cache = None
         deadline = time.monotonic() + timeout
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
             self.beat()
