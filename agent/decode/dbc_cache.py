@@ -81,6 +81,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.atomic_file import write_atomically
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the entry layout or what is pickled changes
@@ -383,25 +385,4 @@ def _decode_entry(raw: bytes, key: Mapping[str, str]) -> CachedDbc:
 
 
 def _write_atomic(path: Path, header: bytes, payload: bytes) -> None:
-    """Write to a 0600 temporary file beside ``path``, fsync it, rename it over ``path``,
-    fsync the directory."""
-    import tempfile  # only on a miss: not among the daemon's start-up imports otherwise
-
-    fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:  # mkstemp: O_EXCL, mode 0600
-            f.write(header)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    write_atomically(path, (header, payload), temp_prefix=_TEMP_PREFIX, temp_suffix=_SUFFIX)

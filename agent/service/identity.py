@@ -16,10 +16,10 @@ ConfigError naming the file.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from pathlib import Path
 
+from agent.atomic_file import write_atomically
 from agent.batch.ids import dbc_fingerprint, pseudonymous_vehicle_id
 from agent.batch.model import SignalKey, SignalMeta, signal_metadata
 from agent.config import Config
@@ -60,15 +60,8 @@ def id_secret(config: Config) -> bytes:
         raise ConfigError(f"cannot read the vehicle pseudonym secret {path}: "
                           f"{exc.strerror or exc}") from None
     secret = secrets.token_bytes(32)
-    tmp = path.with_suffix(".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, secret)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomically(path, [secret])
     except OSError as exc:
         raise ConfigError(f"cannot create the vehicle pseudonym secret {path}: "
                           f"{exc.strerror or exc}") from None

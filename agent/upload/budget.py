@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from agent.atomic_file import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +100,7 @@ class DataBudget:
         return (midnight - now).total_seconds()
 
     def _save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        data = json.dumps(vars(self.spent)).encode()
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            write_atomically(self.path, [json.dumps(vars(self.spent)).encode()])
         except OSError as exc:  # a full disk must not stop the upload of events
             log.warning("metered budget: cannot save %s: %s", self.path, exc)
