@@ -628,3 +628,31 @@ def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_batch_id_is_the_dedupe_key() -> None:
     # the receiver's key is the documented id (docs/batch-format.md §6 example)
     assert batch_id("a", 0, 0) == "044ff7947586322d7d4c819512576918"
+
+
+def test_http_content_length_must_be_ascii_digits(http_server: HttpReceiver,
+                                                  receiver: Receiver) -> None:
+    # Headers are read as Latin-1, where "\xb2" (superscript two) is a digit to
+    # str.isdigit() but not to int(): the handler raised and the client got no answer.
+    for length in (b"\xb2", b"1\xb9"):
+        with socket.create_connection(("127.0.0.1", http_server.port), timeout=10) as s:
+            s.sendall(b"POST /batches HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      + CONTENT_TYPE.encode() + b"\r\nContent-Length: " + length
+                      + b"\r\n\r\nxx")
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert receiver.stats()["total"]["received"] == 0
+
+
+def test_cli_unusable_dir_leaves_the_signal_handlers_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The handlers were installed before the database was opened, outside the try
+    # that restores them: in-process callers were left with SIGINT/SIGTERM swallowed.
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    assert main(["receive", "--listen", "127.0.0.1:0", "--dir", str(not_a_dir)]) == 1
+    assert str(not_a_dir) in capsys.readouterr().err
+    assert {sig: signal.getsignal(sig) for sig in before} == before

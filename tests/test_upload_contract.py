@@ -20,7 +20,7 @@ from helpers.broker import Broker
 from helpers.http_peer import HANG, HttpPeer, Reply
 from helpers.subscriber import Subscriber
 
-from agent.errors import RefusedUploadError, TransientUploadError
+from agent.errors import ConfigError, RefusedUploadError, TransientUploadError
 from agent.upload.transport import Transport, TransportConfig, open_transport
 
 PAYLOAD = os.urandom(48 * 1024)
@@ -198,3 +198,13 @@ class TestTransportContract:
         t.close()
         t.close()
         assert {batch for batch, _ in receiver.received(3)} == {"b1", "b2", "b3"}
+
+
+@pytest.mark.parametrize("scheme", ["https", "http", "mqtts", "mqtt"])
+@pytest.mark.parametrize("host", ["fleet..example.org", "x" * 64 + ".example.org"])
+def test_a_host_name_that_cannot_be_looked_up_is_a_config_error(scheme: str,
+                                                                 host: str) -> None:
+    # The resolver's IDNA encoding raised UnicodeError from inside send(), neither of
+    # the two upload errors: the uploader's loop does not expect it.
+    with pytest.raises(ConfigError, match=r"^upload.url: .* is not a valid host name"):
+        open_transport(TransportConfig(f"{scheme}://{host}:1/v1/batches", timeout=0.5))

@@ -310,3 +310,88 @@ def test_tls_config_errors_name_the_key(certs: Certs, tmp_path: Path) -> None:
         client_context(TransportConfig(url, ca_file=junk))
     ctx = client_context(TransportConfig(url))
     assert (ctx.verify_mode, ctx.check_hostname) == (ssl.CERT_REQUIRED, True)
+
+
+def test_a_path_http_client_cannot_send_is_a_config_error() -> None:
+    # http.client refused these at every send: a UnicodeEncodeError escaping send(),
+    # or InvalidURL retried for ever as a "broken HTTP response".
+    for url in ("https://127.0.0.1:1/bätches", "https://127.0.0.1:1/v1/my batches",
+                "https://127.0.0.1:1/v1?q=a\x7fb"):
+        with pytest.raises(ConfigError, match=r"^upload.url: the path .* must be ASCII"):
+            transport(url)
+    transport("https://127.0.0.1:1/v1/my%20batches?fleet=7")
+
+
+class RawPeer:
+    """One keep-alive connection on 127.0.0.1, answering each request with scripted
+    bytes, sent in parts with a pause between them: what HttpPeer cannot say."""
+
+    def __init__(self, *answers: tuple[bytes, ...]) -> None:
+        self.answers = list(answers)
+        self.keys: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1/batches"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as rfile:
+            for parts in self.answers:
+                headers = {}
+                while (line := rfile.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                if not headers:
+                    return
+                rfile.read(int(headers["content-length"]))
+                self.keys.append(headers["idempotency-key"])
+                for i, part in enumerate(parts):
+                    if i:
+                        time.sleep(0.3)
+                    conn.sendall(part)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5.0)
+
+
+def test_interim_1xx_answers_are_skipped_not_taken_for_the_answer() -> None:
+    # http.client returned the 103 as the answer to b1 and left b1's real answer on the
+    # connection; b2, sent at once, read it as its own: a 201 for b1 deleted b2, which
+    # the receiver had answered 503.
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n"
+    processing = b"HTTP/1.1 102 Processing\r\n\r\n"
+    created = b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+    busy = b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy"
+    peer = RawPeer((early, processing + created), (early, busy), (created,))
+    try:
+        t = transport(peer.url)
+        t.send("b1", "v", PAYLOAD)
+        with pytest.raises(TransientUploadError, match=r"HTTP 503"):
+            t.send("b2", "v", PAYLOAD)
+        t.send("b2", "v", PAYLOAD)  # the same connection, still in step
+        t.close()
+        assert peer.keys == ["b1", "b2", "b2"]
+    finally:
+        peer.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_key_owned_by_another_user_is_refused(certs: Certs, tmp_path: Path) -> None:
+    # Mode 0600 said nothing when the key was another (unprivileged) user's: a service
+    # run as root read it, and so could its owner, who may chmod it at will.
+    os.chown(certs.client_key, 65534, 65534)
+    link = tmp_path / "via-link.key"
+    link.symlink_to(certs.client_key)
+    for path in (certs.client_key, link):
+        with pytest.raises(ConfigError, match=r"^upload.key_file: private key .* belongs to "
+                                              r"user id 65534"):
+            check_key_permissions(path)
+        with pytest.raises(ConfigError, match=r"belongs to user id 65534"):
+            transport("https://127.0.0.1:1/", cert_file=certs.client_cert, key_file=path)
+    os.chown(certs.client_key, os.geteuid(), os.getegid())
+    check_key_permissions(link)  # a link to a good key is that key
+    os.chmod(certs.client_key, 0o644)
+    with pytest.raises(ConfigError, match=r"mode 0644"):
+        check_key_permissions(link)

@@ -3,6 +3,7 @@ CONNACK reason codes Mosquitto cannot be made to send, a tiny scripted MQTT 5 pe
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -283,3 +284,58 @@ def test_config_errors(certs: Certs) -> None:
     os.chmod(certs.client_key, 0o644)
     with pytest.raises(ConfigError, match=r"upload.key_file: private key .* mode 0644"):
         transport("mqtts://127.0.0.1", cert_file=certs.client_cert, key_file=certs.client_key)
+
+
+def test_stalled_peer_bounds_the_send_and_close() -> None:
+    # A PUBLISH bigger than the socket buffers sticks when the peer stops reading (a
+    # link that carries nothing any more). Paho's thread only ends once its queue is
+    # written, so without cutting the socket the send waited for the keep-alive (60 s).
+    big = PAYLOAD * 320  # 16 MB
+    with MqttPeer(stall=True) as peer:
+        t = transport(peer.url, timeout=0.5, max_batch_bytes=len(big))
+        start = time.monotonic()
+        with pytest.raises(TransientUploadError, match=r"no PUBACK for batch b1 within 0.5 s"):
+            t.send("b1", VEHICLE, big)
+        assert time.monotonic() - start < 2.0
+        start = time.monotonic()
+        t.close()
+        assert time.monotonic() - start < 1.0
+
+
+def test_close_during_a_stalled_publish_is_prompt() -> None:
+    big = PAYLOAD * 320
+    with MqttPeer(stall=True) as peer:
+        t = transport(peer.url, timeout=30.0, max_batch_bytes=len(big))
+        timer = threading.Timer(0.3, t.close)
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(TransientUploadError, match=r"transport closed"):
+            t.send("b1", VEHICLE, big)
+        timer.join(5.0)
+        assert not timer.is_alive()
+        assert time.monotonic() - start < 2.0
+
+
+def test_failed_sends_leave_no_sockets_or_threads() -> None:
+    # Each failed attempt used to keep its socket and paho's socket pair open (a
+    # session <-> client reference cycle) until a garbage collection came by.
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with MqttPeer(connack=None) as peer:
+        t = transport(peer.url, timeout=0.05)
+        threads, files = threading.active_count(), fds()
+        gc.disable()
+        try:
+            for i in range(50):
+                with pytest.raises(TransientUploadError, match=r"no CONNACK"):
+                    t.send(f"b{i}", VEHICLE, PAYLOAD)
+            t.close()
+            deadline = time.monotonic() + 5.0  # the peer's threads see the EOF and end
+            while (fds() > files or threading.active_count() > threads) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert (fds() - files, threading.active_count() - threads) == (0, 0)
+        finally:
+            gc.enable()
+        assert len(peer.client_ids) == 50

@@ -89,8 +89,8 @@ def _serve(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    receiver = Receiver.open(args.dir)  # first: when it fails, the handlers are untouched
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    receiver = Receiver.open(args.dir)
     running: list[Any] = []
     try:
         if args.listen:

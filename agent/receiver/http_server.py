@@ -319,7 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
         text = self.headers.get("Content-Length")
         if text is None:
             return 411, {"error": "Content-Length required"}
-        if not text.strip().isdigit():
+        if not (text.strip().isascii() and text.strip().isdigit()):  # "\xb2".isdigit()
             return 400, {"error": f"bad Content-Length {text!r}"}
         length = int(text)
         if length > self.server.max_bytes:

@@ -18,7 +18,8 @@ connection. A close that races the next request still fails that send
 
 Classification of one attempt (the uploader retries, never the transport):
 
-- 2xx: delivered.
+- 2xx: delivered. Interim answers (``102 Processing``, ``103 Early Hints``) before
+  the final one are skipped; a ``101`` is unexpected (transient, connection dropped).
 - 408, 429, 5xx: :class:`TransientUploadError`, with ``retry_after`` from
   ``Retry-After`` (delta-seconds, or an HTTP-date against ``clock``).
 - 401, 403, 407, and 3xx: transient too, logged at ERROR. They refuse the
@@ -60,6 +61,7 @@ from agent.upload.transport import (
     CONTENT_TYPE,
     IDEMPOTENCY_HEADER,
     TransportConfig,
+    check_host,
     network_error,
 )
 
@@ -102,6 +104,22 @@ def _drain(response: http.client.HTTPResponse) -> str:
     return " ".join(head.decode("utf-8", "replace").split())
 
 
+class _Response(http.client.HTTPResponse):
+    """Skips every interim (1xx) answer, not only ``100 Continue`` as http.client does.
+
+    http.client returns a ``102 Processing`` or ``103 Early Hints`` as *the* answer and
+    leaves the final one unread on the connection, where the next send would take it
+    for its own: a 2xx meant for one batch would delete another from the buffer.
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 100 <= status < 200 or status == 101:  # 101: final, and dropped below
+                return version, status, reason
+            http.client.parse_headers(self.fp)  # an interim answer's headers: skipped
+
+
 class HttpTransport:
     """POST batches to ``config.url`` (``https://`` or ``http://``)."""
 
@@ -116,12 +134,17 @@ class HttpTransport:
             raise ConfigError(f"upload.url: bad port in {config.url!r}") from exc
         if not parts.hostname:
             raise ConfigError(f"upload.url: no host in {config.url!r}")
+        check_host(config.url, parts.hostname)
         self.config = config
         self._clock = clock
         self._host = parts.hostname
         self._tls = parts.scheme == "https"
         self._port = port or (443 if self._tls else 80)
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if not self._path.isascii() or any(c <= " " or c == "\x7f" for c in self._path):
+            # http.client refuses it at every send (UnicodeEncodeError, InvalidURL)
+            raise ConfigError(f"upload.url: the path {self._path!r} must be ASCII without "
+                              f"spaces or control characters (percent-encode them)")
         self._endpoint = f"{parts.scheme}://{parts.hostname}:{self._port}{parts.path or '/'}"
         self._context = client_context(config) if self._tls else None
         self._lock = threading.Lock()
@@ -171,7 +194,7 @@ class HttpTransport:
             with self._lock:
                 self._sending = None
                 stale = self._conn is not conn
-        if stale or response.will_close:
+        if stale or response.will_close or response.status < 200:
             conn.close()
         log.debug("batch %s: HTTP %d from %s in %.0f ms", batch_id, response.status,
                   self._endpoint, (time.monotonic() - start) * 1e3)
@@ -211,6 +234,7 @@ class HttpTransport:
                 else:
                     conn = http.client.HTTPConnection(self._host, self._port,
                                                       timeout=self.config.timeout)
+                conn.response_class = _Response
                 self._conn = conn
             self._sending = conn
             return self._generation, conn

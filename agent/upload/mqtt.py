@@ -53,9 +53,12 @@ inside the blocking TCP/TLS connect ends within ``timeout``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -68,7 +71,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.errors import ConfigError, RefusedUploadError, TransientUploadError
 from agent.upload.tls import client_context
-from agent.upload.transport import BATCH_ID_PROPERTY, TransportConfig, network_error
+from agent.upload.transport import (
+    BATCH_ID_PROPERTY,
+    TransportConfig,
+    check_host,
+    network_error,
+)
 
 log = logging.getLogger(__name__)
 #: paho's own messages, all at DEBUG: its "errors" include a routine one at every
@@ -80,6 +88,7 @@ REFUSED_CODES = frozenset({0x80, 0x83, 0x99})
 #: PUBACK reason codes that refuse this client or topic: retry, but say so loudly.
 CLIENT_REFUSED_CODES = frozenset({0x87, 0x90})
 KEEPALIVE = 60  # seconds between PINGREQs on an idle connection
+DISCONNECT_GRACE = 0.5  # seconds for our DISCONNECT to leave before the socket is cut
 
 
 def _paho_log(client: mqtt.Client, userdata: object, level: int, message: str) -> None:
@@ -102,14 +111,30 @@ class _Session:
     lost: str | None = None  # why the connection ended, once it has
     acks: dict[int, ReasonCode] = field(default_factory=dict)  # PUBACKs by message id
     retired: bool = False  # close() or a failure dropped it
+    ended: threading.Event = field(default_factory=threading.Event)  # on_disconnect came
     teardown_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def teardown(self) -> None:
-        """Disconnect and stop the network thread; safe from any thread but paho's, twice."""
+        """Disconnect and stop the network thread; safe from any thread but paho's, twice.
+
+        Paho's thread ends only once everything queued is written: behind a PUBLISH that
+        a stalled peer no longer reads, the DISCONNECT never is, and ``loop_stop`` would
+        wait for the keep-alive (a minute or more). So the DISCONNECT gets
+        ``DISCONNECT_GRACE``, then the socket is shut down under paho's feet, and closed
+        once the thread is gone (it may stop before it sees the shutdown).
+        """
         with self.teardown_lock:
             if self.client.is_connected():
                 self.client.disconnect()
+                self.ended.wait(DISCONNECT_GRACE)
+            sock = self.client.socket()
+            if isinstance(sock, socket.socket):  # an SSLSocket too
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
             self.client.loop_stop()
+            sock = self.client.socket()
+            if sock is not None:
+                sock.close()
 
 
 class MqttTransport:
@@ -125,6 +150,7 @@ class MqttTransport:
             raise ConfigError(f"upload.url: bad port in {config.url!r}") from exc
         if not parts.hostname:
             raise ConfigError(f"upload.url: no host in {config.url!r}")
+        check_host(config.url, parts.hostname)
         if config.mqtt_version not in (5, 311):
             raise ConfigError(f"upload.mqtt_version: {config.mqtt_version} is not 5 or 311")
         try:
@@ -207,7 +233,9 @@ class MqttTransport:
             if generation != self._generation:
                 raise TransientUploadError(f"{self._endpoint}: transport closed")
             self._session = session
-        session.client.user_data_set(session)
+        # a weak reference: a session <-> client cycle kept each failed attempt's socket
+        # and paho's socket pair open until a garbage collection came by
+        session.client.user_data_set(weakref.proxy(session))
         try:
             session.client.connect(self._host, self._port, keepalive=KEEPALIVE,
                                    clean_start=True if self._v5 else
@@ -308,6 +336,7 @@ class MqttTransport:
         with self._cond:
             if session.lost is None:
                 session.lost = f"connection lost: {reason.getName()}"
+            session.ended.set()
             self._cond.notify_all()
 
     def _on_publish(self, client: mqtt.Client, session: _Session, mid: int,

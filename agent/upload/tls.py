@@ -12,7 +12,10 @@ Decisions:
   silent downgrade to server-only TLS.
 - A private key that group or others may read (``mode & 0o044``) is refused,
   as ssh refuses a readable identity file: on a box that may be stolen or
-  shared with other services, a readable key is a leaked key. The check runs
+  shared with other services, a readable key is a leaked key. So is a key owned
+  by another user than the service's own or root (a service run as root would
+  read it, and its owner could too, whatever the mode says). The mode checked is
+  the file's, through any symbolic link, since that is what is read. The check runs
   when the context is built, i.e. when the transport is constructed, so a bad
   file is reported at start (and at a configuration reload), not at the
   first upload.
@@ -46,6 +49,10 @@ def check_key_permissions(path: Path, key: str = "upload.key_file") -> None:
     if mode & 0o044:
         raise ConfigError(f"{key}: private key {path} has mode {mode:04o}, readable by "
                           f"group or others; restrict it with: chmod 600 {path}")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(f"{key}: private key {path} belongs to user id {st.st_uid}, "
+                          f"who can read it (and chmod it) whatever its mode; make it this "
+                          f"service's (user id {os.geteuid()}) with chown, or root's")
 
 
 def _readable(path: Path, key: str) -> None:

@@ -103,6 +103,17 @@ def open_transport(config: TransportConfig) -> Transport:
     return transport
 
 
+def check_host(url: str, host: str) -> None:
+    """ConfigError when ``host`` cannot be looked up at all (an empty or over-long label:
+    the resolver's IDNA encoding raises UnicodeError, which is neither of the two
+    upload errors and would escape ``send``)."""
+    try:
+        host.encode("idna")
+    except UnicodeError as exc:
+        raise ConfigError(f"upload.url: {host!r} in {url!r} is not a valid host name: "
+                          f"{exc}") from exc
+
+
 def network_error(exc: OSError, endpoint: str, timeout: float) -> TransientUploadError:
     """``exc`` (raised while connecting to or talking with ``endpoint``) as a transient error."""
     if isinstance(exc, ssl.SSLCertVerificationError):

@@ -8,6 +8,11 @@ which speaks just enough MQTT 5 for one publisher: CONNECT -> CONNACK (reason
 Every PUBLISH is recorded as ``(topic, payload)``, every CONNECT's client id
 in ``client_ids``. MQTT 3.1.1 clients are served too (a 3.1.1 PUBACK is the
 same packet without the reason code, which they ignore).
+
+Two ways to misbehave: ``connack=None`` never answers a CONNECT (a broker that
+accepts the TCP connection and then says nothing); ``stall=True`` stops reading
+after the CONNACK, with a small receive buffer, so that a big PUBLISH sticks in
+the client's socket (a link that stopped carrying anything).
 """
 
 from __future__ import annotations
@@ -51,8 +56,9 @@ def _varint_len(data: bytes, pos: int) -> tuple[int, int]:
 
 
 class MqttPeer:
-    def __init__(self, connack: int = 0x00) -> None:
+    def __init__(self, connack: int | None = 0x00, stall: bool = False) -> None:
         self.connack = connack
+        self.stall = stall
         self.published: list[tuple[str, bytes]] = []
         self.client_ids: list[str] = []  # one per CONNECT, in order
         self._codes: deque[int] = deque()
@@ -88,6 +94,8 @@ class MqttPeer:
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(0.2)
+        if self.stall:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         with conn:
             while not self._stopping.is_set():
                 try:
@@ -105,8 +113,13 @@ class MqttPeer:
                         pos += props_len
                     id_len = int.from_bytes(body[pos:pos + 2], "big")
                     self.client_ids.append(body[pos + 2:pos + 2 + id_len].decode())
+                    if self.connack is None:
+                        continue
                     conn.sendall(bytes([0x20, 3, 0, self.connack, 0]))
                     if self.connack >= 0x80:
+                        return
+                    if self.stall:
+                        self._stopping.wait()
                         return
                 elif kind == 3:  # PUBLISH, QoS 1 expected
                     topic_len = int.from_bytes(body[:2], "big")
