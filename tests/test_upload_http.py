@@ -395,3 +395,11 @@ def test_key_owned_by_another_user_is_refused(certs: Certs, tmp_path: Path) -> N
     os.chmod(certs.client_key, 0o644)
     with pytest.raises(ConfigError, match=r"mode 0644"):
         check_key_permissions(link)
+
+
+def test_parse_retry_after_never_raises_on_odd_values() -> None:
+    """Unicode digits and absurdly long numbers used to escape send() as ValueError
+    and OverflowError, outside the two-class contract."""
+    assert parse_retry_after("²", 0) is None
+    assert parse_retry_after("9" * 400, 0) == 1e11
+    assert parse_retry_after("Fri, 31 Dec 99999 23:59:59 GMT", 0) is None

@@ -62,6 +62,7 @@ from agent.upload.transport import (
     IDEMPOTENCY_HEADER,
     TransportConfig,
     check_host,
+    check_size,
     network_error,
 )
 
@@ -78,11 +79,11 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(int(value))
+    if value.isascii() and value.isdigit():  # not "²", which int() refuses
+        return float(min(int(value[:12]), 10**11))  # 400 digits must not overflow a float
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -157,10 +158,7 @@ class HttpTransport:
 
     def send(self, batch_id: str, vehicle_id: str, payload: bytes) -> None:
         """POST ``payload``; return on 2xx, else raise (see the module docstring)."""
-        if len(payload) > self.config.max_batch_bytes:
-            raise RefusedUploadError(
-                f"{self._endpoint}: batch {batch_id} is {len(payload)} bytes, over "
-                f"upload.max_batch_bytes ({self.config.max_batch_bytes}); not sent")
+        check_size(self.config, self._endpoint, batch_id, payload)
         headers = {
             "Content-Type": CONTENT_TYPE,
             "Content-Length": str(len(payload)),

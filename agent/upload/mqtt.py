@@ -75,6 +75,7 @@ from agent.upload.transport import (
     BATCH_ID_PROPERTY,
     TransportConfig,
     check_host,
+    check_size,
     network_error,
 )
 
@@ -180,10 +181,7 @@ class MqttTransport:
 
     def send(self, batch_id: str, vehicle_id: str, payload: bytes) -> None:
         """Publish ``payload`` at QoS 1 and wait for its PUBACK (see the module docstring)."""
-        if len(payload) > self.config.max_batch_bytes:
-            raise RefusedUploadError(
-                f"{self._endpoint}: batch {batch_id} is {len(payload)} bytes, over "
-                f"upload.max_batch_bytes ({self.config.max_batch_bytes}); not sent")
+        check_size(self.config, self._endpoint, batch_id, payload)
         topic = self.config.topic.format(vehicle=vehicle_id)
         with self._cond:
             generation = self._generation

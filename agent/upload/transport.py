@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from agent.errors import ConfigError, TransientUploadError
+from agent.errors import ConfigError, RefusedUploadError, TransientUploadError
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,14 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Drop connections; idempotent. ``send`` may be called again afterwards."""
+
+
+def check_size(config: TransportConfig, endpoint: str, batch_id: str, payload: bytes) -> None:
+    """RefusedUploadError, without sending, for a batch over ``upload.max_batch_bytes``."""
+    if len(payload) > config.max_batch_bytes:
+        raise RefusedUploadError(
+            f"{endpoint}: batch {batch_id} is {len(payload)} bytes, over "
+            f"upload.max_batch_bytes ({config.max_batch_bytes}); not sent")
 
 
 SCHEMES = {
