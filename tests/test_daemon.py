@@ -98,6 +98,7 @@ def test_ready_status_then_sigterm_flushes_and_exits(tmp_path: Path, abstract: b
         sock.close()
     stats = buffer_stats(state)
     assert stats["classes"]["samples"]["items"] > 100
+    assert stats["classes"]["events"]["items"] == 2  # service.start, service.stop
     assert "INFO" in (tmp_path / "log").read_text()
 
 
@@ -132,6 +133,8 @@ def test_sighup_rejects_a_bad_config_and_applies_a_good_one(tmp_path: Path) -> N
     stats = buffer_stats(state)
     # nothing buffered was lost, and it went on storing after the reload
     assert stats["classes"]["samples"]["items"] > before
+    # start, the rejected reload, the reload, stop
+    assert stats["classes"]["events"]["items"] == 4
 
 
 def test_a_config_error_at_start_exits_78_naming_the_key(tmp_path: Path) -> None:

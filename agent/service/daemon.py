@@ -23,6 +23,12 @@ busy or idle: a thread stuck in a call stops the pings and systemd restarts the
 service); a STATUS= line with frames/s, buffer depth and the age of the last
 upload.
 
+Events of its own life go into the buffer like any other (uploaded first):
+``service.start``, ``service.stop``, ``service.reload`` and
+``service.reload-rejected`` on channel ``agent``; ``bus.down`` and ``bus.up``
+on a CAN channel whose reads fail and come back (the source reopens the bus
+with backoff and counts the gap).
+
 Exit status: 0 after a stop, 78 (EX_CONFIG) for a configuration that cannot be
 used at start (the unit does not restart on it), 1 for any other failure to start.
 """
@@ -40,9 +46,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from agent import __version__
 from agent.config import Config, load_config
 from agent.decode.dbc_files import load_dbc
 from agent.errors import BavardError, ConfigError, StoreError
+from agent.frames import Event
 from agent.pipeline import Pipeline, channel_dbcs
 from agent.service.notify import Notifier
 from agent.service.watchdog import Watchdog
@@ -87,6 +95,7 @@ class Daemon:
         self._frames_per_s = 0.0
         self._depth = 0
         self._pipeline_ended_logged = False
+        self._gaps: dict[str, tuple[int, bool]] = {}  # channel -> (gaps seen, down now)
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -138,8 +147,9 @@ class Daemon:
             self.watchdog.register("store-writer", self.silence)
             gc.freeze()  # the DBCs and decoders live for ever: keep them out of collections
             self.notifier.ready(self.status_line())
-            log.info("running: %s", ", ".join(
-                f"{c.name} ({c.kind})" for c in config.channels))
+            channels = ", ".join(f"{c.name} ({c.kind})" for c in config.channels)
+            log.info("running: %s", channels)
+            self._event("service.start", f"bavard {__version__}: {channels}")
             dog.start()
             while not self._stop_requested:
                 self._wake.wait(MONITOR)
@@ -150,6 +160,7 @@ class Daemon:
                 self._monitor()
             self.notifier.stopping("stopping")
             log.info("stopping")
+            self._event("service.stop", "SIGTERM or SIGINT")
             return 0
         finally:
             deadline = time.monotonic() + STOP_BUDGET - 0.5
@@ -171,6 +182,7 @@ class Daemon:
                                   args=(store.put_samples, stop, store.put_frames, beat))
         self._pipeline_worker = _Worker(thread, stop)
         self._pipeline_ended_logged = False
+        self._gaps = {}  # new sources count their gaps from zero
         thread.start()
         if config.upload is not None:
             self._start_uploader(config, pipeline)
@@ -250,6 +262,7 @@ class Daemon:
             _log_problems(f"{self.config_path}: new configuration rejected, the running one "
                           f"stays", exc)
             self.notifier.status("reload rejected: see the log")
+            self._event("service.reload-rejected", str(exc)[:500])
             return
         assert self.config is not None
         self.notifier.reloading("reloading")
@@ -267,6 +280,7 @@ class Daemon:
             self._start(old)
         self.notifier.ready(self.status_line())
         log.info("reloaded")
+        self._event("service.reload", str(self.config_path))
 
     # -- looking after the others ------------------------------------------------------------
 
@@ -292,11 +306,39 @@ class Daemon:
             self.watchdog.unregister("pipeline")
         pipeline = self.pipeline
         if pipeline is not None:
+            self._bus_events(pipeline)
             now, frames = time.monotonic(), pipeline.frames_in
             then, before = self._rate
             if now - then >= 1.0:
                 self._frames_per_s = (frames - before) / (now - then)
                 self._rate = (now, frames)
+
+    def _event(self, kind: str, detail: str, priority: int = 1,
+               channel: str = "agent") -> None:
+        """An event of the service's own life into the buffer (uploaded first, as events
+        are): starts, stops, reloads, bus gaps. Never blocks the main thread."""
+        if self.store is not None:
+            self.store.put_events([Event(self.clock(), channel, kind, detail, priority)],
+                                  block=False)
+
+    def _bus_events(self, pipeline: Pipeline) -> None:
+        """``bus.down`` and ``bus.up`` events from the CAN sources' gap counters (counted,
+        so a gap that began and ended between two looks still gives both)."""
+        for ch in pipeline.channels:
+            stats = ch.source.stats
+            gaps = int(getattr(stats, "gaps", 0))
+            name = ch.config.name
+            seen, down = self._gaps.get(name, (0, False))
+            if gaps > seen:
+                self._event("bus.down", f"{name}: reads failed, reopening (gap {gaps})", 2,
+                            name)
+                seen, down = gaps, True
+            if down and not getattr(stats, "in_gap", False):
+                self._event("bus.up", f"{name}: reading again; {gaps} gaps, "
+                                      f"{getattr(stats, 'gap_seconds', 0.0):.1f} s in all",
+                            2, name)
+                down = False
+            self._gaps[name] = (seen, down)
 
     def status_line(self) -> str:
         parts = [f"{self._frames_per_s:,.0f} frames/s", f"buffer {self._depth:,} items"]

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.frames import Event
 from agent.store import Store, StoreConfig
 from tests.conftest import ROOT
 from tests.vcan.conftest import cansend, filter_lines, wait_until
@@ -85,14 +86,17 @@ def expected_values(log: Path, tmp_path: Path) -> Values:
     return dict(values)
 
 
-def stored_values(state_dir: Path) -> Values:
+def stored_values(state_dir: Path, events: list[Event] | None = None) -> Values:
+    """The stored samples' values per signal; the service's events go to ``events``."""
     values: Values = defaultdict(list)
     with Store(StoreConfig(state_dir=state_dir)) as store:
         for _ in range(10_000):  # bounded: far more batches than the test makes
             batch = store.next_batch()
             if batch is None:
                 break
-            assert not batch.frames and not batch.events
+            assert not batch.frames
+            if events is not None:
+                events.extend(batch.events)
             for sample in batch.samples:
                 assert sample.channel == "vehicle"
                 values[(sample.message, sample.signal)].append(sample.value)
@@ -259,7 +263,10 @@ commit_interval = 0.2
     back = re.search(BACK, log)
     assert back is not None, log
     assert DOWN_SECONDS - 0.5 < float(back.group(1)) < 10, log
-    stored = stored_values(state)
+    events: list[Event] = []
+    stored = stored_values(state, events)
+    kinds = [e.kind for e in sorted(events)]
+    assert kinds == ["service.start", "bus.down", "bus.up", "service.stop"], events
     assert list(stored) == [("VehicleDynamics", "VehicleSpeed")], stored
     speeds = stored[("VehicleDynamics", "VehicleSpeed")]
     assert speeds == pytest.approx([*BEFORE, *AFTER]), speeds
