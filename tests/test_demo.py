@@ -23,6 +23,7 @@ def test_demo_delivers_everything_it_read_to_the_receiver(tmp_path: Path) -> Non
     batches, records = int(sent[1]), int(sent[2].replace(",", ""))
     with ReceiverDb(tmp_path / "received", readonly=True) as db:
         assert len(db.batches()) == batches > 0
-        assert len(db.samples()) == records > 1000
+        assert len(db.samples()) + len(db.events()) == records > 1000
+        assert [e.kind for e in db.events()] == ["service.start"]
         assert db.counters()["total"]["duplicates"] == 0
     assert "EngineData.EngineSpeed" in out.stdout  # the receiver's summary

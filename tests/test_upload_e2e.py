@@ -145,7 +145,9 @@ def check_exactly_once(db: ReceiverDb, expected: list[Sample], stats: UploadStat
     assert counters["stored"] == stats.batches == len(db.batches())
     assert counters["duplicates"] == duplicates
     assert counters["invalid"] == 0
-    assert stats.items == len(expected) and stats.refused == 0
+    events = db.events()  # the service's own: its start (its stop stays buffered)
+    assert [e.kind for e in events] == ["service.start"]
+    assert stats.items == len(expected) + len(events) and stats.refused == 0
 
 
 def answer(receiver: Receiver) -> Callable[[Request], tuple[int, bytes]]:
@@ -290,7 +292,8 @@ def test_metered_link_carries_events_only(net: Net, far_receiver: tuple[str, Pat
         store.put_events(events)  # waiting from an earlier trip
     agent = run_agent_in(net, config, tmp_path / "agent.log")
     try:
-        wait_until(lambda: buffer(tmp_path / "state")["classes"]["events"]["acked"] == 3,
+        # the three DTCs and the service's start
+        wait_until(lambda: buffer(tmp_path / "state")["classes"]["events"]["acked"] == 4,
                    "the events over the metered link")
         time.sleep(2.0)
         assert received(directory) == 0  # samples wait for an unmetered link
@@ -299,7 +302,8 @@ def test_metered_link_carries_events_only(net: Net, far_receiver: tuple[str, Pat
     finally:
         stop(agent)
     with ReceiverDb(directory, readonly=True) as db:
-        assert sorted(e.detail for e in db.events()) == ["P0300", "P0301", "P0302"]
+        assert sorted(e.detail for e in db.events() if e.kind == "dtc") == [
+            "P0300", "P0301", "P0302"]
         assert Counter(map(key, db.samples())) == Counter(map(key, expected))
     budget = json.loads((tmp_path / "state/metered-budget.json").read_text())
     assert 0 < budget["day_bytes"] < 20_000  # the events only, not the samples
