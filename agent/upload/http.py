@@ -52,7 +52,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC
-from urllib.parse import urlsplit
 
 from agent import __version__
 from agent.errors import ConfigError, RefusedUploadError, TransientUploadError
@@ -61,9 +60,9 @@ from agent.upload.transport import (
     CONTENT_TYPE,
     IDEMPOTENCY_HEADER,
     TransportConfig,
-    check_host,
     check_size,
     network_error,
+    split_url,
 )
 
 log = logging.getLogger(__name__)
@@ -126,19 +125,10 @@ class HttpTransport:
 
     def __init__(self, config: TransportConfig, *,
                  clock: Callable[[], float] = time.time) -> None:
-        parts = urlsplit(config.url)
-        if parts.scheme not in ("http", "https"):
-            raise ConfigError(f"upload.url: {config.url!r} is not an http:// or https:// URL")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"upload.url: bad port in {config.url!r}") from exc
-        if not parts.hostname:
-            raise ConfigError(f"upload.url: no host in {config.url!r}")
-        check_host(config.url, parts.hostname)
+        parts, host, port = split_url(config.url, ("http", "https"))
         self.config = config
         self._clock = clock
-        self._host = parts.hostname
+        self._host = host
         self._tls = parts.scheme == "https"
         self._port = port or (443 if self._tls else 80)
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -61,7 +61,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -74,9 +74,9 @@ from agent.upload.tls import client_context
 from agent.upload.transport import (
     BATCH_ID_PROPERTY,
     TransportConfig,
-    check_host,
     check_size,
     network_error,
+    split_url,
 )
 
 log = logging.getLogger(__name__)
@@ -142,16 +142,7 @@ class MqttTransport:
     """Publish batches to ``config.url`` (``mqtts://`` or ``mqtt://``) at QoS 1."""
 
     def __init__(self, config: TransportConfig) -> None:
-        parts = urlsplit(config.url)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise ConfigError(f"upload.url: {config.url!r} is not an mqtt:// or mqtts:// URL")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"upload.url: bad port in {config.url!r}") from exc
-        if not parts.hostname:
-            raise ConfigError(f"upload.url: no host in {config.url!r}")
-        check_host(config.url, parts.hostname)
+        parts, host, port = split_url(config.url, ("mqtt", "mqtts"))
         if config.mqtt_version not in (5, 311):
             raise ConfigError(f"upload.mqtt_version: {config.mqtt_version} is not 5 or 311")
         try:
@@ -163,7 +154,7 @@ class MqttTransport:
             raise ConfigError(f"upload.topic: {config.topic!r} is not a topic to publish to "
                               f"(empty, or a + or # wildcard)")
         self.config = config
-        self._host = parts.hostname
+        self._host = host
         self._port = port or (8883 if parts.scheme == "mqtts" else 1883)
         self._username = unquote(parts.username) if parts.username else None
         self._password = unquote(parts.password) if parts.password else None

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from agent.errors import ConfigError, RefusedUploadError, TransientUploadError
 
@@ -109,6 +109,23 @@ def open_transport(config: TransportConfig) -> Transport:
     cls = getattr(importlib.import_module(module), name)
     transport: Transport = cls(config)
     return transport
+
+
+def split_url(url: str, schemes: tuple[str, str]) -> tuple[SplitResult, str, int | None]:
+    """``url`` split, its host and its port; ConfigError naming ``upload.url`` unless it
+    has one of ``schemes``, a valid port and a host name that can be looked up."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise ConfigError(f"upload.url: {url!r}: the scheme must be {schemes[0]}:// or "
+                          f"{schemes[1]}://")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"upload.url: bad port in {url!r}") from exc
+    if not parts.hostname:
+        raise ConfigError(f"upload.url: no host in {url!r}")
+    check_host(url, parts.hostname)
+    return parts, parts.hostname, port
 
 
 def check_host(url: str, host: str) -> None:
