@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 EX_CONFIG = 78
 STOP_BUDGET = 5.0  # seconds from SIGTERM to exit
 MONITOR = 2.0  # seconds between the main thread's looks at the others
+# seconds between two looks at the buffer's depth, which also prove the writer alive: it
+# scans the chunk table, so not every MONITOR (a quarter of the writer's allowed silence)
+STATS_EVERY = 10.0
 SILENCE = 30.0  # a thread may be silent this long before the watchdog gives up on it
 
 
@@ -95,6 +98,7 @@ class Daemon:
         self._frames_per_s = 0.0
         self._depth = 0
         self._pipeline_ended_logged = False
+        self._stats_at = float("-inf")  # monotonic time of the last look at the buffer
         self._gaps: dict[str, tuple[int, bool]] = {}  # channel -> (gaps seen, down now)
 
     # -- signals ---------------------------------------------------------------------------
@@ -292,12 +296,15 @@ class Daemon:
     def _monitor(self) -> None:
         store = self.store
         assert store is not None
-        try:  # a writer that answers within the time is alive
-            stats = store.stats(timeout=min(MONITOR * 2, self.silence / 2))
-            self._depth = sum(c.items for c in stats.classes.values())
-            self.watchdog.beat("store-writer")
-        except (StoreError, KeyError) as exc:
-            log.warning("the store did not answer: %s", exc)
+        now = time.monotonic()
+        if now - self._stats_at >= min(STATS_EVERY, self.silence / 4):
+            self._stats_at = now
+            try:  # a writer that answers within the time is alive
+                stats = store.stats(timeout=min(MONITOR * 2, self.silence / 2))
+                self._depth = sum(c.items for c in stats.classes.values())
+                self.watchdog.beat("store-writer")
+            except (StoreError, KeyError) as exc:
+                log.warning("the store did not answer: %s", exc)
         worker = self._pipeline_worker
         if worker is not None and not worker.thread.is_alive() and not self._pipeline_ended_logged:
             # the sources ended (a log replayed to its end): nothing more to watch there
