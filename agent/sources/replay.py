@@ -50,6 +50,7 @@ from agent.frames import Frame
 from agent.sources.base import Source
 from agent.sources.candump import parse_candump
 from agent.sources.pacing import Pacer
+from agent.sources.pycan import frame_from_message
 
 log = logging.getLogger(__name__)
 
@@ -186,17 +187,10 @@ class ReplaySource(Source):
         override = self.channel
         name = self.name
         for msg in messages:
-            if msg.is_error_frame:
-                skipped["error_frame"] += 1
-                continue
-            if msg.is_remote_frame:
-                skipped["remote"] += 1
-                continue
-            can_id = msg.arbitration_id
             chan = override or (name if msg.channel is None else str(msg.channel))
-            # python-can can mark an id above 0x7FF as 11-bit (seen in BLF test files)
-            extended = bool(msg.is_extended_id) or can_id > _CAN_SFF_MASK
-            yield Frame(msg.timestamp, chan, can_id, extended, bool(msg.is_fd), bytes(msg.data))
+            frame = frame_from_message(msg, chan, skipped)
+            if frame is not None:
+                yield frame
 
     def _read_asc(self) -> Iterator[Any]:
         """ASC with absolute timestamps; relative when python-can cannot use the start date."""
