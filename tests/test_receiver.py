@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import re
 import signal
@@ -40,16 +41,16 @@ from helpers.receiver_batches import (
 )
 
 from agent.batch import batch_id, decode, encode
+from agent.batch.wire import CONTENT_TYPE
 from agent.cli import receive_cmd
 from agent.cli.main import main
 from agent.errors import ReceiverError
 from agent.receiver.core import Receiver
 from agent.receiver.database import ReceiverDb
 from agent.receiver.http_server import HttpReceiver, serve
-from agent.receiver.listen import TlsFiles, parse_listen
+from agent.receiver.listen import TlsFiles, bind_address, parse_listen
 from agent.receiver.mqtt_subscriber import subscribe
 from agent.receiver.summary import summarize
-from agent.upload.transport import CONTENT_TYPE
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 20.0  # seconds: the bound of every wait for something to arrive
@@ -408,6 +409,42 @@ def test_https_mutual_tls(pki: dict[str, Any], receiver: Receiver) -> None:
     assert receiver.db.batch(batch.batch_id) == batch
     with pytest.raises(ReceiverError, match="--cert"):
         serve(receiver, "127.0.0.1", 0, tls=TlsFiles(pki["ca_file"], pki["ca_file"]))
+
+
+def test_https_off_loopback_needs_a_client_ca_or_allow_anonymous(
+        pki: dict[str, Any], receiver: Receiver, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    anonymous = TlsFiles(pki["cert"], pki["key"])
+    with pytest.raises(ReceiverError, match=r"refusing HTTPS without client certificates on "
+                       r"0\.0\.0\.0 .*--client-ca.*--allow-anonymous"):
+        serve(receiver, "0.0.0.0", 0, tls=anonymous)
+    cli = ["receive", "--listen", "0.0.0.0:0", "--cert", str(pki["cert"]), "--key",
+           str(pki["key"]), "--dir", str(tmp_path / "cli")]
+    assert main(cli) == 1
+    assert main(["receive", "--listen", "127.0.0.1:0", "--allow-anonymous"]) == 1  # not HTTPS
+    # tests bind loopback only: the address check itself says what serve() would bind
+    with caplog.at_level(logging.WARNING, "agent.receiver"):
+        assert bind_address("0.0.0.0", 0, anonymous, allow_anonymous=True) == (
+            socket.AF_INET, "0.0.0.0")
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "accepts anyone (--allow-anonymous)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "agent.receiver"):
+        mtls = TlsFiles(pki["cert"], pki["key"], client_ca=pki["ca_file"])
+        assert bind_address("0.0.0.0", 0, mtls)[1] == "0.0.0.0"
+        assert bind_address("127.0.0.1", 0, anonymous)[1] == "127.0.0.1"  # loopback: allowed
+    assert caplog.records == []
+
+
+def test_the_receiver_does_not_import_the_upload_side() -> None:
+    modules = ["agent.receiver", *(f"agent.receiver.{m}" for m in (
+        "core", "database", "http_server", "listen", "mqtt_subscriber", "summary", "schema",
+        "values")), "agent.cli.receive_cmd"]
+    code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+            f"print(sorted(m for m in sys.modules if m.startswith('agent.upload')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # -- MQTT ----------------------------------------------------------------------------------

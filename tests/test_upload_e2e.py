@@ -215,9 +215,9 @@ def far_receiver(net: Net, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     directory = tmp_path / "received"
     proc = subprocess.Popen(["ip", "netns", "exec", net.b, sys.executable, "-m", "agent",
                              "receive", "--listen", "0.0.0.0:8443", "--cert",
-                             str(certs.server_cert), "--key", str(certs.server_key), "--dir",
-                             str(directory)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                             str(certs.server_cert), "--key", str(certs.server_key),
+                             "--allow-anonymous", "--dir", str(directory)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None and "receiving on" in proc.stdout.readline()
         yield f'url = "https://{B_ADDR}:8443/v1/batches"\nca_file = "{certs.ca_file}"', directory

@@ -3,7 +3,8 @@
 ::
 
     bavard receive --listen 127.0.0.1:8080 [--dir DIR]                 plain HTTP, loopback only
-    bavard receive --listen 0.0.0.0:8443 --cert F --key F [--client-ca F]      HTTPS (mTLS)
+    bavard receive --listen 0.0.0.0:8443 --cert F --key F --client-ca F        HTTPS, mTLS
+    bavard receive --listen 0.0.0.0:8443 --cert F --key F --allow-anonymous    HTTPS, anyone
     bavard receive --mqtt mqtts://broker:8883 [--topic T] [--ca-file F --cert F --key F]
     bavard receive --summary DIR [--json]
 
@@ -46,7 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="certificate chain (PEM): HTTPS server / MQTT client certificate")
     http.add_argument("--key", metavar="FILE", type=Path, help="its private key (PEM)")
     http.add_argument("--client-ca", metavar="FILE", type=Path,
-                      help="require HTTPS client certificates signed by this CA (mTLS)")
+                      help="require HTTPS client certificates signed by this CA (mTLS); "
+                           "needed on an address other than loopback")
+    http.add_argument("--allow-anonymous", action="store_true",
+                      help="serve HTTPS off loopback without --client-ca: anyone reaching "
+                           "it can store batches and read /stats (logged as a warning)")
     http.add_argument("--max-bytes", metavar="N", type=int, default=16 * 1024 * 1024,
                       help="largest batch accepted, bytes (default 16 MiB; bigger: 413)")
     mqtt = parser.add_argument_group("MQTT")
@@ -76,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         raise ReceiverError("--cert and --key go together")
     if args.client_ca and not args.cert:
         raise ReceiverError("--client-ca needs --cert and --key (it is for HTTPS)")
+    if args.allow_anonymous and (args.client_ca or not args.cert or not args.listen):
+        raise ReceiverError("--allow-anonymous is for HTTPS (--cert and --key) without "
+                            "--client-ca")
     if args.max_bytes <= 0:
         raise ReceiverError("--max-bytes must be positive")
     return _serve(args)
@@ -99,7 +107,8 @@ def _serve(args: argparse.Namespace) -> int:
 
             host, port = parse_listen(args.listen)
             tls = TlsFiles(args.cert, args.key, args.client_ca) if args.cert else None
-            server = serve(receiver, host, port, tls=tls, max_bytes=args.max_bytes)
+            server = serve(receiver, host, port, tls=tls, max_bytes=args.max_bytes,
+                           allow_anonymous=args.allow_anonymous)
             running.append(server)
             print(f"receiving on {server.url}", flush=True)
         if args.mqtt:

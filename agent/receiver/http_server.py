@@ -8,14 +8,14 @@ Python API::
 
     receiver = Receiver.open("received")
     server = serve(receiver, "127.0.0.1", 0)            # plain HTTP: loopback only
-    server = serve(receiver, "0.0.0.0", 8443,           # HTTPS, optionally mTLS
-                   tls=TlsFiles(cert, key, client_ca=ca))
+    server = serve(receiver, "0.0.0.0", 8443,           # HTTPS: off loopback with a client
+                   tls=TlsFiles(cert, key, client_ca=ca))  # CA, or allow_anonymous=True
     server.port, server.url                             # the bound port, "https://host:port"
     server.close()                                      # stop, finish requests in flight
     receiver.close()                                    # the server does not own it
 
 Protocol (what ``agent.upload.http`` sends; the constants come from
-``agent.upload.transport``):
+``agent.batch.wire``):
 
 =====================================================  =====================================
 request                                                answer
@@ -70,10 +70,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agent.batch.wire import CONTENT_TYPE, IDEMPOTENCY_HEADER
 from agent.errors import ReceiverError
 from agent.receiver.core import Receiver
 from agent.receiver.listen import TlsFiles, bind_address, server_context
-from agent.upload.transport import CONTENT_TYPE, IDEMPOTENCY_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,15 @@ class HttpReceiver:
 def serve(receiver: Receiver, host: str = "127.0.0.1", port: int = 0, *,
           tls: TlsFiles | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
           timeout: float = DEFAULT_TIMEOUT,
-          request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> HttpReceiver:
+          request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+          allow_anonymous: bool = False) -> HttpReceiver:
     """Listen on ``host:port`` (0: any free port) and serve in a background thread.
 
-    ReceiverError for plain HTTP on a non-loopback address, a bad certificate
-    or key, or an address that cannot be bound.
+    ReceiverError for plain HTTP on a non-loopback address, HTTPS there without a
+    client CA (unless ``allow_anonymous``: then a warning), a bad certificate or key,
+    or an address that cannot be bound.
     """
-    family, address = bind_address(host, port, tls is not None)
+    family, address = bind_address(host, port, tls, allow_anonymous)
     context = server_context(tls) if tls is not None else None
     try:
         server = _Server((address, port), family, receiver, context, max_bytes, timeout,

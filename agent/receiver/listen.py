@@ -9,17 +9,26 @@ a LAN address is not), and the server binds the first of them.
 HTTPS takes a certificate chain and its key (PEM); with a client CA, a client
 certificate signed by it is required (mutual TLS) and the handshake fails
 without one. TLS 1.2 is the minimum.
+
+HTTPS *without* a client CA on an address that is not loopback is refused too,
+unless ``allow_anonymous`` says it is meant (then it is logged as a warning):
+anyone who can reach the port could store forged batches under any vehicle's
+id, and ``GET /stats`` lists every vehicle's pseudonym. Loopback (a reverse proxy
+on the same host doing the authentication, a test) needs no client CA.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import ReceiverError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,15 +72,29 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def bind_address(host: str, port: int, tls: bool) -> tuple[socket.AddressFamily, str]:
-    """The address to bind; refuses plain HTTP anywhere but on loopback."""
+def bind_address(host: str, port: int, tls: TlsFiles | None,
+                 allow_anonymous: bool = False) -> tuple[socket.AddressFamily, str]:
+    """The address to bind; refuses plain HTTP anywhere but on loopback, and HTTPS
+    without client certificates there too unless ``allow_anonymous``."""
     addresses = resolve(host, port)
-    if not tls:
-        outside = [a for _f, a in addresses if not is_loopback(a)]
-        if outside:
+    outside = [a for _f, a in addresses if not is_loopback(a)]
+    if not outside:
+        return addresses[0]
+    where = f"{host} ({', '.join(outside)} is not a loopback address)"
+    if tls is None:
+        raise ReceiverError(
+            f"refusing plain HTTP on {where}: give --cert and --key to serve HTTPS, or "
+            f"listen on 127.0.0.1")
+    if tls.client_ca is None:
+        if not allow_anonymous:
             raise ReceiverError(
-                f"refusing plain HTTP on {host} ({', '.join(outside)} is not a loopback "
-                f"address): give --cert and --key to serve HTTPS, or listen on 127.0.0.1")
+                f"refusing HTTPS without client certificates on {where}: anyone reaching it "
+                f"could store batches under any vehicle's id and read the vehicles' "
+                f"pseudonyms at /stats; give --client-ca CA to require client certificates "
+                f"(mTLS), or --allow-anonymous if something in front authenticates senders")
+        log.warning("HTTPS on %s accepts anyone (--allow-anonymous): no client certificate "
+                    "is asked for; any sender can store batches under any vehicle's id and "
+                    "read /stats", where)
     return addresses[0]
 
 

@@ -13,7 +13,7 @@ Python API::
 
 What the agent publishes (``agent.upload.mqtt``): one batch per message, QoS 1,
 on ``bavard/{vehicle}/batch``; with MQTT 5 the batch id also travels as the
-user property ``batch-id`` (``agent.upload.transport.BATCH_ID_PROPERTY``),
+user property ``batch-id`` (``agent.batch.wire.BATCH_ID_PROPERTY``),
 which must then equal the envelope's; with MQTT 3.1.1 the envelope is the only id.
 
 Decisions:
@@ -56,10 +56,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.batch.wire import BATCH_ID_PROPERTY
 from agent.errors import ReceiverError
 from agent.receiver.core import Receiver
 from agent.receiver.listen import is_loopback
-from agent.upload.transport import BATCH_ID_PROPERTY
 
 log = logging.getLogger(__name__)
 

@@ -54,11 +54,10 @@ from collections.abc import Callable
 from datetime import UTC
 
 from agent import __version__
+from agent.batch.wire import CONTENT_TYPE, IDEMPOTENCY_HEADER
 from agent.errors import ConfigError, RefusedUploadError, TransientUploadError
 from agent.upload.tls import client_context
 from agent.upload.transport import (
-    CONTENT_TYPE,
-    IDEMPOTENCY_HEADER,
     TransportConfig,
     check_size,
     network_error,

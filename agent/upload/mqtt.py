@@ -69,10 +69,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.batch.wire import BATCH_ID_PROPERTY
 from agent.errors import ConfigError, RefusedUploadError, TransientUploadError
 from agent.upload.tls import client_context
 from agent.upload.transport import (
-    BATCH_ID_PROPERTY,
     TransportConfig,
     check_size,
     network_error,

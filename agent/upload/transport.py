@@ -36,13 +36,6 @@ from agent.errors import ConfigError, RefusedUploadError, TransientUploadError
 
 log = logging.getLogger(__name__)
 
-#: The HTTP content type of a batch (docs/batch-format.md).
-CONTENT_TYPE = "application/vnd.bavard.batch"
-#: The HTTP header that carries the batch id, so a receiver can drop a repeat.
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-#: The MQTT 5 user property that carries the batch id.
-BATCH_ID_PROPERTY = "batch-id"
-
 
 @dataclass(frozen=True)
 class TransportConfig:

@@ -21,8 +21,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.batch import Batch, SignalMeta, encode
+from agent.batch.wire import BATCH_ID_PROPERTY, CONTENT_TYPE, IDEMPOTENCY_HEADER
 from agent.frames import OUT_OF_RANGE, TRUNCATED, Event, Frame, Sample
-from agent.upload.transport import BATCH_ID_PROPERTY, CONTENT_TYPE, IDEMPOTENCY_HEADER
 
 VEHICLE = "3f2c9a0e5b7d41c8a6e2f90b1d4c7e35"
 OTHER_VEHICLE = "bfdd8abb0b15040427141397b75d4746"
