@@ -33,6 +33,10 @@ Decisions:
 - *Thread safety*: one connection guarded by a lock. The work per batch is a few
   bulk inserts, far cheaper than decoding it, which the callers do outside the lock.
 
+Files: ``DIR`` is created 0700 and ``receiver.sqlite`` (with its ``-wal`` and
+``-shm``) 0600 whatever the umask (:mod:`agent.private_files`): what vehicles
+sent is personal data.
+
 Errors: :class:`~agent.errors.ReceiverError` for a directory or file that
 cannot be used and for a failed write (the caller then tells the sender to
 try again: HTTP 503, no MQTT acknowledgement).
@@ -54,6 +58,7 @@ from typing import Any
 from agent.batch import Batch, Envelope, SignalKey, SignalMeta
 from agent.errors import ReceiverError
 from agent.frames import Event, Frame, Sample
+from agent.private_files import make_private_dir, make_private_file
 from agent.receiver.schema import COUNTER_NAMES, DB_NAME, DDL, SCHEMA_VERSION
 from agent.receiver.values import (
     float_from_sql,
@@ -108,7 +113,8 @@ class ReceiverDb:
                 db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
                                      isolation_level=None, check_same_thread=False)
             else:
-                self.directory.mkdir(parents=True, exist_ok=True)
+                make_private_dir(self.directory)
+                make_private_file(self.path)  # 0600, and so its -wal and -shm
                 db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except OSError as exc:
             raise ReceiverError(f"{self.directory}: {exc.strerror or exc}") from None

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.errors import StoreError
+from agent.private_files import make_private_dir
 from agent.store import schema
 from agent.store.settings import StoreConfig
 
@@ -61,13 +62,14 @@ class Database:
     # -- opening ---------------------------------------------------------------------------
 
     def lock(self) -> None:
-        """Create the state directory and hold its ``flock``: one store per directory.
+        """Create the state directory (0700, agent.private_files) and hold its ``flock``:
+        one store per directory.
 
         StoreError when it cannot be used or another process holds it.
         """
         directory = self.path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_private_dir(directory)  # 0700 when created here; an existing one kept as is
             fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise StoreError(f"state directory {directory}: {exc.strerror or exc}") from None

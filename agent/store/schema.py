@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from agent.errors import StoreError
+from agent.private_files import make_private_file, restrict
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,12 @@ def is_corrupt(exc: BaseException) -> bool:
 
 
 def connect(path: Path, page_size: int = 4096) -> sqlite3.Connection:
-    """Open (creating if needed) the database for writing; transactions are explicit."""
+    """Open (creating if needed) the database for writing; transactions are explicit.
+
+    The file is created 0600 before SQLite opens it (SQLite gives its ``-wal`` and
+    ``-shm`` the database's mode), and an older one open to others is narrowed.
+    """
+    make_private_file(path)
     db = sqlite3.connect(str(path), isolation_level=None, timeout=5.0)
     try:
         db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
@@ -180,11 +186,11 @@ def move_aside(path: Path, clock: Callable[[], float], keep: int) -> Path:
         n += 1
         target = path.with_name(f"{path.name}{CORRUPT_SUFFIX}{stamp}-{n}")
     suffix = target.name[len(path.name):]
-    if path.exists():
-        os.replace(path, target)
     wal = Path(f"{path}-wal")
-    if wal.exists():
-        os.replace(wal, wal.with_name(wal.name + suffix))
+    for src, dst in ((path, target), (wal, wal.with_name(wal.name + suffix))):
+        if src.exists():
+            os.replace(src, dst)
+            restrict(dst)  # 0600 like the database, even one made by an older version
     with contextlib.suppress(FileNotFoundError):
         Path(f"{path}-shm").unlink()
     olds = corrupt_files(path)
