@@ -2,20 +2,34 @@
 
 Every problem in a file is collected and reported at once, each line led by
 its key path (``channels[0].dbc: file not found: x.dbc``). Unknown keys are
-errors. Relative paths are relative to the directory of the file.
+errors (with the closest known key as a hint). Relative paths are relative to
+the directory of the file. Every number has a range (:mod:`agent.ranges`).
 See ``docs/config.md`` for the reference and a commented example.
+
+This module checks the file alone. That the DBCs it names load, that the
+upload endpoint and its TLS files are usable, and which globs match no signal
+is :func:`agent.validation.load_usable_config`, what ``bavard run`` and
+``bavard config check`` both use.
+
+The file is read only when it is a regular file of at most
+:data:`MAX_CONFIG_BYTES` (a FIFO, ``/dev/zero`` or a huge file is refused
+without reading it), and every failure to read or parse it, whatever the
+parser raised, is a :class:`~agent.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import difflib
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.errors import ConfigError
+from agent.ranges import DAY, MiB, Range, show
 from agent.store.settings import StoreConfig
 from agent.upload.settings import UploadConfig, VehicleConfig
 
@@ -24,8 +38,27 @@ T = TypeVar("T")
 DEFAULT_PATH = Path("/etc/bavard/bavard.toml")
 MODES = ("decoded", "raw")
 
-# Counters and checksums change on every frame; they are left out of the
-# "did this frame change?" test unless the configuration says otherwise.
+MAX_CONFIG_BYTES = MiB  # a configuration file is refused above this size
+MAX_CHANNELS = 64
+MAX_DBCS = 64  # per channel
+MAX_RULES = 10_000  # [[signals]] tables
+MAX_GLOBS = 10_000  # per list: selection.include, .exclude, .volatile
+MAX_INTERFACES = 1_000  # upload.interfaces entries
+
+# The ranges of the numbers read here ([store] and [upload] keep theirs beside
+# their dataclasses); docs/config.md lists every one.
+BITRATE = Range(1_000, 1_000_000)
+DATA_BITRATE = Range(1_000, 16_000_000)
+SEED = Range(0, 2**32 - 1)
+SPEED = Range(0, 1_000)
+CHANNEL_NUMBER = Range(0, 65_535)
+MIN_PERIOD = Range(0, DAY)
+MAX_PERIOD = Range(0, DAY, open_low=True)
+DEADBAND = Range(0, 1e12)
+
+# Before counters and checksums were recognised by name (agent.volatile), these
+# case-sensitive globs were the default of selection.volatile. The default is now
+# no extra pattern; kept only for the benchmark scripts that still pass them.
 DEFAULT_VOLATILE = ("*Counter*", "*counter*", "*Checksum*", "*checksum*", "*CRC*", "*Crc*")
 
 
@@ -76,11 +109,17 @@ class SignalRule:
 @dataclass(frozen=True)
 class SelectionConfig:
     """Which signals are decoded at all. Globs match ``Message.Signal``;
-    a glob without a dot matches the signal name alone."""
+    a glob without a dot matches the signal name alone.
+
+    ``volatile``: patterns that add (``glob``) or remove (``!glob``) counters and
+    checksums, on top of the DBC attribute and the names (:mod:`agent.volatile`).
+    Counters and checksums are left out of the selection unless ``include_volatile``
+    or an ``include`` entry names one without wildcards."""
 
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
-    volatile: tuple[str, ...] = DEFAULT_VOLATILE
+    volatile: tuple[str, ...] = ()
+    include_volatile: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,29 +136,120 @@ class Config:
 # loading
 
 
+@dataclass(frozen=True)
+class ConfigReading:
+    """What reading a file gave: the configuration (None when the file could not be
+    read or parsed as TOML), every problem, and the DBC files its decoded channels
+    name, each with its key (``channels[0].dbc[1]``; None for the simulator's
+    built-in DBC) for :mod:`agent.validation`."""
+
+    source: str
+    config: Config | None
+    problems: tuple[str, ...]
+    dbc_files: tuple[tuple[str, Path | None], ...] = ()
+
+
 def load_config(path: str | Path) -> Config:
     """Read and check ``path``; raise ConfigError listing every problem."""
+    reading = read_config(path)
+    if reading.problems or reading.config is None:
+        raise ConfigError(list(reading.problems), source=reading.source)
+    return reading.config
+
+
+def read_config(path: str | Path) -> ConfigReading:
+    """Read and check ``path``, returning the problems instead of raising."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)
+    except ConfigError as exc:
+        return ConfigReading(str(path), None, tuple(exc.problems))
+    return _parse(text, path.parent, str(path))
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a configuration file: a regular file of at most MAX_CONFIG_BYTES of
+    UTF-8. Never blocks on a FIFO, never reads more than that (``/dev/zero``)."""
+    source = str(path)
+    where = _looked_for(path)
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError([f"cannot read file: {_not_regular(st)}{where}"], source=source)
+        _check_size(st.st_size, source)
+        # O_NONBLOCK: a file swapped for a FIFO since the stat cannot hang the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise ConfigError([f"cannot read file: {exc.strerror or exc}"], source=str(path)) from None
+        raise ConfigError([f"cannot read file: {exc.strerror or exc}{where}"],
+                          source=source) from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError(["cannot read file: the path holds a NUL character"],
+                          source=source) from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError([f"cannot read file: {_not_regular(st)}{where}"],
+                                  source=source)
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"cannot read file: {exc.strerror or exc}{where}"],
+                          source=source) from None
+    _check_size(len(data), source)
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"not UTF-8 text: {exc}"], source=str(path)) from None
-    return parse_config(text, base_dir=path.parent, source=str(path))
+        raise ConfigError([f"not UTF-8 text: {exc}"], source=source) from None
+
+
+def _check_size(size: int, source: str) -> None:
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"cannot read file: over {show(MAX_CONFIG_BYTES)} bytes "
+                           f"({show(size)}): not a configuration file"], source=source)
+
+
+def _not_regular(st: os.stat_result) -> str:
+    mode = st.st_mode
+    what = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+    return f"not a regular file ({what})"
+
+
+def _looked_for(path: Path) -> str:
+    """`` (looked for /abs/path)`` for a relative path, so the reader knows where."""
+    if path.is_absolute():
+        return ""
+    try:
+        return f" (looked for {Path.cwd() / path})"
+    except OSError:  # the working directory was removed
+        return ""
 
 
 def parse_config(text: str, base_dir: Path, source: str = "<config>") -> Config:
     """Parse TOML text; relative paths are resolved against ``base_dir``."""
+    reading = _parse(text, base_dir, source)
+    if reading.problems or reading.config is None:
+        raise ConfigError(list(reading.problems), source=source)
+    return reading.config
+
+
+def _parse(text: str, base_dir: Path, source: str) -> ConfigReading:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"TOML syntax: {exc}"], source=source) from None
+        return ConfigReading(source, None, (f"TOML syntax: {exc}",))
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        return ConfigReading(source, None, ("TOML syntax: arrays or tables nested too "
+                                            "deeply",))
+    except Exception as exc:  # whatever else the parser raises is a bad file too
+        return ConfigReading(source, None, (f"TOML syntax: {type(exc).__name__}: {exc}",))
     reader = _Reader(base_dir)
-    config = reader.config(raw)
-    if reader.problems:
-        raise ConfigError(reader.problems, source=source)
-    return config
+    try:
+        config = reader.config(raw)
+    except RecursionError:  # a value nested too deeply to describe
+        return ConfigReading(source, None, (*reader.problems, "a value is nested too deeply"))
+    return ConfigReading(source, config, tuple(reader.problems), tuple(reader.dbc_files))
 
 
 class _Reader:
@@ -128,6 +258,7 @@ class _Reader:
     def __init__(self, base_dir: Path) -> None:
         self.base_dir = base_dir
         self.problems: list[str] = []
+        self.dbc_files: list[tuple[str, Path | None]] = []
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(f"{key}: {message}")
@@ -139,7 +270,9 @@ class _Reader:
             self.problem(key, f"expected a table, got {_kind(raw)}")
             return {}
         for name in sorted(set(raw) - allowed):
-            self.problem(_join(key, name), "unknown key")
+            close = difflib.get_close_matches(name, sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.problem(_join(key, _key_name(name)), f"unknown key{hint}")
         return raw
 
     def get(self, raw: dict[str, Any], key: str, name: str, types: tuple[type, ...],
@@ -151,50 +284,85 @@ class _Reader:
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             self.problem(_join(key, name), f"expected {what}, got {_kind(value)}")
             return default
+        if isinstance(value, str) and "\x00" in value:
+            self.problem(_join(key, name), "must not contain a NUL character")
+            return default
         return value
 
     def number(self, raw: dict[str, Any], key: str, name: str, default: float | None,
-               minimum: float = 0.0) -> float | None:
+               allowed: Range) -> float | None:
         value = self.get(raw, key, name, (int, float), default, "a number")
-        if value is None or value is default:
+        if value is None or name not in raw or value is default:
             return value
-        if not math.isfinite(value) or value < minimum:
-            self.problem(_join(key, name), f"must be a finite number >= {minimum:g}, got {value}")
+        problem = allowed.problem(value)
+        if problem is not None:
+            self.problem(_join(key, name), problem)
             return default
         return float(value)
 
     def integer(self, raw: dict[str, Any], key: str, name: str, default: int | None,
-                minimum: int = 0) -> int | None:
+                allowed: Range) -> int | None:
         value = self.get(raw, key, name, (int,), default, "an integer")
-        if value is None or value is default:
+        if value is None or name not in raw or value is default:
             return value
-        if value < minimum:
-            self.problem(_join(key, name), f"must be >= {minimum}, got {value}")
+        problem = allowed.problem(value)
+        if problem is not None:
+            self.problem(_join(key, name), problem)
             return default
         return int(value)
 
-    def globs(self, raw: dict[str, Any], key: str, name: str,
-              default: tuple[str, ...]) -> tuple[str, ...]:
+    def count(self, items: list[Any], key: str, limit: int) -> list[Any]:
+        """``items``, or its first ``limit`` after a problem when there are more."""
+        if len(items) > limit:
+            self.problem(key, f"at most {show(limit)} entries, got {show(len(items))}")
+            return items[:limit]
+        return items
+
+    def globs(self, raw: dict[str, Any], key: str, name: str, default: tuple[str, ...],
+              negation: bool = False) -> tuple[str, ...]:
         value = self.get(raw, key, name, (list, str), default, "a list of globs")
         if isinstance(value, str):
             value = [value]
         out = []
-        for i, item in enumerate(value):
-            if not isinstance(item, str) or not item:
-                self.problem(f"{_join(key, name)}[{i}]", f"expected a glob, got {item!r}")
+        for i, item in enumerate(self.count(list(value), _join(key, name), MAX_GLOBS)):
+            bare = item[1:] if negation and isinstance(item, str) else item
+            if not isinstance(item, str) or not bare:
+                shown = repr(item) if isinstance(item, str | int | float) else _kind(item)
+                self.problem(f"{_join(key, name)}[{i}]", f"expected a glob, got {shown}")
+            elif "\x00" in item:
+                self.problem(f"{_join(key, name)}[{i}]", "must not contain a NUL character")
             else:
                 out.append(item)
         return tuple(out)
 
-    def file(self, value: Any, key: str, what: str) -> Path | None:
+    def path(self, value: Any, key: str, what: str) -> Path | None:
+        """A path value: a non-empty string without NUL, resolved against the file's
+        directory."""
         if not isinstance(value, str) or not value:
-            self.problem(key, f"expected a file path, got {_kind(value)}")
+            shown = "an empty string" if value == "" else _kind(value)
+            self.problem(key, f"expected {what} path, got {shown}")
+            return None
+        if "\x00" in value:
+            self.problem(key, "must not contain a NUL character")
             return None
         path = Path(value).expanduser()
-        if not path.is_absolute():
-            path = self.base_dir / path
-        if not path.is_file():
-            self.problem(key, f"{what} not found: {value}")
+        return path if path.is_absolute() else self.base_dir / path
+
+    def file(self, value: Any, key: str, what: str) -> Path | None:
+        path = self.path(value, key, "a file")
+        if path is None:
+            return None
+        where = "" if Path(value).expanduser().is_absolute() else f" (looked for {path})"
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self.problem(key, f"{what} not found: {value}{where}")
+            return None
+        except OSError as exc:
+            self.problem(key, f"cannot use {value}{where}: {exc.strerror or exc}")
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            self.problem(key, f"{value}{where}: {_not_regular(st)}")
             return None
         return path
 
@@ -212,7 +380,7 @@ class _Reader:
         else:
             if not channels_raw:
                 self.problem("channels", "at least one [[channels]] entry is required")
-            for i, item in enumerate(channels_raw):
+            for i, item in enumerate(self.count(channels_raw, "channels", MAX_CHANNELS)):
                 channel = self.channel(item, f"channels[{i}]")
                 if channel is not None:
                     channels.append(channel)
@@ -225,7 +393,7 @@ class _Reader:
         if not isinstance(rules_raw, list):
             self.problem("signals", f"expected an array of tables, got {_kind(rules_raw)}")
         else:
-            for i, item in enumerate(rules_raw):
+            for i, item in enumerate(self.count(rules_raw, "signals", MAX_RULES)):
                 rule = self.rule(item, f"signals[{i}]")
                 if rule is not None:
                     rules.append(rule)
@@ -238,8 +406,9 @@ class _Reader:
     def fields(self, raw: Any, key: str, cls: type[T], skip: tuple[str, ...] = ()) -> T:
         """A frozen settings dataclass from a table, each key typed by its field's
         annotation; ``false`` for an optional number means "no limit" (None). The
-        dataclass's own ``problems()`` are reported under ``key``. Fields in ``skip``
-        are left to the caller (they are allowed keys but not read here)."""
+        dataclass's own ``problems()`` (the ranges of its numbers) are reported under
+        ``key``. Fields in ``skip`` are left to the caller (they are allowed keys but
+        not read here)."""
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         t = self.table(raw, key, set(fields))
         values: dict[str, Any] = {}
@@ -249,11 +418,9 @@ class _Reader:
             kind = str(fields[name].type)
             here = _join(key, name)
             if kind == "Path":
-                if not isinstance(value, str) or not value:
-                    self.problem(here, f"expected a directory path, got {_kind(value)}")
-                    continue
-                path = Path(value).expanduser()
-                values[name] = path if path.is_absolute() else self.base_dir / path
+                path = self.path(value, here, "a directory")
+                if path is not None:
+                    values[name] = path
             elif kind == "Path | None":
                 checked_path = self.file(value, here, "file")
                 if checked_path is not None:
@@ -267,11 +434,11 @@ class _Reader:
             elif value is False and kind.endswith("| None"):
                 values[name] = None  # `max_age_samples = false`: no limit
             elif kind.startswith("int"):
-                checked = self.integer(t, key, name, None)
+                checked = self.get(t, key, name, (int,), None, "an integer")
                 if checked is not None:
                     values[name] = checked
             else:  # seconds
-                checked = self.number(t, key, name, None)
+                checked = self.get(t, key, name, (int, float), None, "a number")
                 if checked is not None:
                     values[name] = checked
         config = cls(**values)
@@ -292,10 +459,13 @@ class _Reader:
                                f"got {_kind(interfaces)}")
             return config
         pairs = []
-        for glob, link_class in interfaces.items():
+        for glob, link_class in self.count(list(interfaces.items()), ikey, MAX_INTERFACES):
             if link_class not in ("metered", "unmetered"):
+                shown = repr(link_class) if isinstance(link_class, str) else _kind(link_class)
                 self.problem(f"{ikey}.{glob!r}", f"expected \"metered\" or \"unmetered\", "
-                                                 f"got {link_class!r}")
+                                                 f"got {shown}")
+            elif not glob or "\x00" in glob:
+                self.problem(f"{ikey}.{glob!r}", "expected an interface name glob")
             else:
                 pairs.append((glob, link_class))
         return dataclasses.replace(config, interfaces=tuple(pairs))
@@ -339,49 +509,70 @@ class _Reader:
             mode = "decoded"
         if not dbc and "dbc" not in t and simulate is not True and mode != "raw":
             self.problem(_join(key, "dbc"), "at least one DBC file is required")
+        if mode != "raw":  # a raw channel's frames are stored as they are: no DBC is read
+            if dbc:
+                self.dbc_files.extend(dbc)
+            elif simulate is True and "dbc" not in t:
+                self.dbc_files.append((_join(key, "dbc"), None))  # the demo vehicle's
 
+        channel = self.get(t, key, "channel", (str, int), None, "a string")
+        if isinstance(channel, int) and channel not in CHANNEL_NUMBER:
+            self.problem(_join(key, "channel"), CHANNEL_NUMBER.problem(channel) or "")
+            channel = None
+        seed = self.integer(t, key, "seed", 1, SEED)
+        speed = self.number(t, key, "speed", 1.0, SPEED)
         return ChannelConfig(
             name=name,
-            dbc=dbc,
+            dbc=tuple(path for _, path in dbc),
             interface=interface,
-            channel=self.get(t, key, "channel", (str, int), None, "a string"),
-            bitrate=self.integer(t, key, "bitrate", None, minimum=1),
+            channel=channel,
+            bitrate=self.integer(t, key, "bitrate", None, BITRATE),
             fd=self.get(t, key, "fd", (bool,), False, "true or false"),
-            data_bitrate=self.integer(t, key, "data_bitrate", None, minimum=1),
+            data_bitrate=self.integer(t, key, "data_bitrate", None, DATA_BITRATE),
             log=log,
             simulate=simulate,
-            seed=self.integer(t, key, "seed", 1) or 0,
-            speed=self.number(t, key, "speed", 1.0) or 0.0,
+            seed=1 if seed is None else seed,
+            speed=1.0 if speed is None else speed,
             mode=mode,
         )
 
-    def dbc_list(self, t: dict[str, Any], key: str) -> tuple[Path, ...]:
+    def dbc_list(self, t: dict[str, Any], key: str) -> list[tuple[str, Path]]:
+        """The channel's DBC files that exist, each with its key."""
         if "dbc" not in t:
-            return ()
+            return []
         value = t["dbc"]
         dkey = _join(key, "dbc")
         if isinstance(value, str):
             path = self.file(value, dkey, "file")
-            return (path,) if path else ()
+            return [(dkey, path)] if path else []
         if not isinstance(value, list) or not value:
             self.problem(dkey, f"expected a file path or a list of them, got {_kind(value)}")
-            return ()
-        paths = [self.file(v, f"{dkey}[{i}]", "file") for i, v in enumerate(value)]
-        return tuple(p for p in paths if p is not None)
+            return []
+        out = []
+        for i, item in enumerate(self.count(value, dkey, MAX_DBCS)):
+            path = self.file(item, f"{dkey}[{i}]", "file")
+            if path is not None:
+                out.append((f"{dkey}[{i}]", path))
+        return out
 
     def check_interface(self, interface: str, key: str) -> None:
         import can  # python-can keeps its own lazy registry of interfaces
 
         if interface not in can.VALID_INTERFACES:
-            known = ", ".join(sorted(can.VALID_INTERFACES))
-            self.problem(key, f"unknown python-can interface {interface!r} (known: {known})")
+            known = sorted(can.VALID_INTERFACES)
+            close = difflib.get_close_matches(interface, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            self.problem(key, f"unknown python-can interface {interface!r}{hint} "
+                              f"(known: {', '.join(known)})")
 
     def selection(self, raw: Any, key: str) -> SelectionConfig:
-        t = self.table(raw, key, {"include", "exclude", "volatile"})
+        t = self.table(raw, key, {"include", "exclude", "volatile", "include_volatile"})
         return SelectionConfig(
             include=self.globs(t, key, "include", ("*",)),
             exclude=self.globs(t, key, "exclude", ()),
-            volatile=self.globs(t, key, "volatile", DEFAULT_VOLATILE),
+            volatile=self.globs(t, key, "volatile", (), negation=True),
+            include_volatile=self.get(t, key, "include_volatile", (bool,), False,
+                                      "true or false"),
         )
 
     def rule(self, raw: Any, key: str) -> SignalRule | None:
@@ -391,30 +582,41 @@ class _Reader:
         match = self.get(t, key, "match", (str,), None, "a glob")
         if match is None and "match" not in t:
             self.problem(_join(key, "match"), "required")
+        elif match == "":
+            self.problem(_join(key, "match"), "expected a glob, got ''")
+            match = None
         on_change = self.get(t, key, "on_change", (bool,), False, "true or false")
-        deadband = self.number(t, key, "deadband", 0.0) or 0.0
-        max_period = self.number(t, key, "max_period", None)
+        deadband = self.number(t, key, "deadband", 0.0, DEADBAND)
+        max_period = self.number(t, key, "max_period", None, MAX_PERIOD)
         if not on_change:
             for name in ("deadband", "max_period"):
                 if name in t:
                     self.problem(_join(key, name), "only valid with on_change = true")
-        if max_period is not None and max_period <= 0:
-            self.problem(_join(key, "max_period"), "must be > 0")
+        min_period = self.number(t, key, "min_period", 0.0, MIN_PERIOD)
+        if min_period is not None and max_period is not None and max_period < min_period:
+            self.problem(_join(key, "max_period"), f"must be at least min_period "
+                                                   f"({show(min_period)}), got {show(max_period)}")
             max_period = None
-        min_period = self.number(t, key, "min_period", 0.0) or 0.0
         if match is None:
             return None
         return SignalRule(
             match=match,
-            min_period=min_period,
+            min_period=min_period or 0.0,
             on_change=on_change,
-            deadband=deadband,
+            deadband=deadband or 0.0,
             max_period=max_period,
         )
 
 
 def _join(key: str, name: str) -> str:
     return f"{key}.{name}" if key else name
+
+
+def _key_name(name: str) -> str:
+    """A TOML key as written in a message: bare when it can be, else quoted."""
+    if name and all(c.isalnum() or c in "-_" for c in name) and name.isascii():
+        return name
+    return repr(name)
 
 
 def _kind(value: Any) -> str:

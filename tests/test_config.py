@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli.main import main
-from agent.config import DEFAULT_VOLATILE, load_config, parse_config
+from agent.config import load_config, parse_config
 from agent.errors import ConfigError
 
 DBC = 'VERSION ""\nBO_ 100 M: 8 X\n SG_ A : 0|8@1+ (1,0) [0|255] "" X\n'
@@ -60,7 +60,8 @@ max_period = 60
     assert first.dbc == (workdir / "car.dbc",)
     assert (second.kind, second.log, second.speed) == ("replay", workdir / "drive.log", 0.0)
     assert config.selection.include == ("M.*", "Engine*")
-    assert config.selection.volatile == DEFAULT_VOLATILE
+    assert config.selection.volatile == ()  # counters: by name and DBC attribute
+    assert config.selection.include_volatile is False
     (rule,) = config.rules
     assert (rule.match, rule.min_period, rule.on_change, rule.deadband, rule.max_period) == (
         "M.A", 0.1, True, 2.5, 60.0)
@@ -102,12 +103,13 @@ deadband = 1
 """)
     assert found == [
         "colour: unknown key",
-        "channels[0].dbc: file not found: x.dbc",
+        f"channels[0].dbc: file not found: x.dbc (looked for {workdir / 'x.dbc'})",
         "channels[0].bitrate: expected an integer, got a string",
         "channels[1].extra: unknown key",
-        "channels[1].dbc[1]: file not found: nope.dbc",
-        "channels[1].log: log file not found: missing.log",
-        "channels[1].speed: must be a finite number >= 0, got -1",
+        f"channels[1].dbc[1]: file not found: nope.dbc (looked for {workdir / 'nope.dbc'})",
+        f"channels[1].log: log file not found: missing.log (looked for "
+        f"{workdir / 'missing.log'})",
+        "channels[1].speed: must be from 0 to 1_000, got -1",
         "channels[2]: exactly one of interface, log, simulate = true is required "
         "(found: interface, log)",
         "channels[2].interface: unknown python-can interface 'no-such-bus' (known: "
@@ -145,7 +147,7 @@ deadband = 1
          ["signals[0].deadband: only valid with on_change = true"]),
         ('[[channels]]\nname = "a"\nsimulate = true\n[[signals]]\nmatch = "*"\n'
          "on_change = true\nmax_period = 0",
-         ["signals[0].max_period: must be > 0"]),
+         ["signals[0].max_period: must be > 0 and at most 86_400, got 0"]),
         ('[[channels]]\nname = "a"\nsimulate = 1',
          ["channels[0].simulate: expected true or false, got an integer",
           "channels[0].dbc: at least one DBC file is required"]),
@@ -183,7 +185,8 @@ def test_cli_config_check(workdir: Path, capsys: pytest.CaptureFixture[str]) -> 
     bad = workdir / "bad.toml"
     bad.write_text('[[channels]]\nname = "a"\nlog = "drive.log"\ndbc = "x.dbc"\n')
     assert main(["config", "check", str(bad)]) == 1
-    assert capsys.readouterr().out == f"{bad}: channels[0].dbc: file not found: x.dbc\n"
+    assert capsys.readouterr().out == (f"{bad}: channels[0].dbc: file not found: x.dbc "
+                                       f"(looked for {workdir / 'x.dbc'})\n")
     good = workdir / "good.toml"
     good.write_text('[[channels]]\nname = "a"\nlog = "drive.log"\ndbc = "car.dbc"\n')
     assert main(["config", "check", str(good)]) == 0
@@ -209,7 +212,7 @@ def test_store_table(workdir: Path) -> None:
                     'colour = 1\n') == [
         "store.colour: unknown key",
         "store.quota_bytes: expected an integer, got a string",
-        "store.commit_interval: must be > 0, got 0.0",
+        "store.commit_interval: must be > 0 and at most 3_600, got 0",
     ]
 
 

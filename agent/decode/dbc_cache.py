@@ -21,8 +21,13 @@ interpreter internals for a gain that lazy per-id compilation gets more simply.
 Key: SHA-256 of the DBC file's bytes, the cantools version, the bavard version,
 the Python implementation and version, the pickle protocol, this module's
 format version and the loading policy (strict, then ``strict=False`` with a
-warning). A change to any of them is a different entry; stale entries age
-out, as only the ``max_entries`` most recently used entries are kept.
+warning; the size limits of :mod:`agent.decode.dbc_files`, so that a file a cold
+load refuses is not loaded from an entry written under other limits). A change
+to any of them is a different entry; stale entries age out, as only the
+``max_entries`` most recently used entries are kept. The key does not depend
+on the configuration (selection, rules, volatile patterns), and needs not:
+what is cached is the Database alone, with its attributes (``BavardVolatile``
+included); which signals are counters is worked out from it at every start.
 
 Trust assumption, and why pickle is acceptable here: unpickling runs code
 chosen by whoever wrote the file, so anyone who can write the cache directory
@@ -171,6 +176,7 @@ class DbcCache:
         import cantools
 
         from agent import __version__
+        from agent.decode.dbc_files import MAX_DBC_BYTES, MAX_STRING_CHARS
 
         return {
             "format": str(FORMAT),
@@ -179,7 +185,8 @@ class DbcCache:
             "bavard": __version__,
             "python": f"{sys.implementation.name} {sys.version}",
             "pickle": str(PROTOCOL),
-            "policy": LOAD_POLICY,
+            "policy": f"{LOAD_POLICY}; files up to {MAX_DBC_BYTES} bytes, strings up to "
+                      f"{MAX_STRING_CHARS} characters",
         }
 
     def path_for(self, key: Mapping[str, str]) -> Path:

@@ -8,8 +8,10 @@ Fast path: each message is compiled once into a generated function
 (:mod:`agent.decode.compile`). For messages whose selected signals are all
 kept only on change (no heartbeat), a frame whose selected bits did not
 change since the last frame with the same multiplexer value is skipped before
-decoding; counters and checksums ("volatile" signals) are masked out of that
-test.
+decoding; counters and checksums ("volatile" signals: recognised by name, by
+the DBC attribute ``BavardVolatile`` or by ``selection.volatile``, see
+:mod:`agent.volatile`) are masked out of that test, or no frame that carries
+one would ever be unchanged.
 
 Nothing is dropped silently: unknown ids, frames shorter than the DBC says,
 unknown multiplexer values and values outside the DBC's range are counted per
@@ -36,7 +38,7 @@ from agent.decode.compile import (
     multiplexer_mask,
 )
 from agent.frames import OUT_OF_RANGE, TRUNCATED, Decoded, Frame, SignalInfo
-from agent.policy.selection import any_matches
+from agent.volatile import Volatility
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,9 @@ class ChannelDecoder:
     ``databases``: cantools databases, earlier ones win on duplicate ids.
     ``wanted(message, signal)``: the selection. ``change_rule``: tells which
     signals are kept only on change, which enables the change filter.
+    ``volatile``: which signals the change filter ignores, as a
+    :class:`~agent.volatile.Volatility` or its patterns (``selection.volatile``);
+    counters and checksums are recognised by name and DBC attribute either way.
     """
 
     def __init__(
@@ -73,7 +78,7 @@ class ChannelDecoder:
         databases: Sequence[Any],
         wanted: Callable[[str, str], bool] = lambda m, s: True,
         change_rule: ChangeRule | None = None,
-        volatile: Iterable[str] = (),
+        volatile: Volatility | Iterable[str] = (),
     ) -> None:
         self.channel = channel
         self.stats = DecodeStats()
@@ -83,7 +88,7 @@ class ChannelDecoder:
         self._known: set[int] = set()  # ids defined in the DBCs, selected or not
         # key -> True for an unknown id, False for one with no selected signal
         self._ignored: dict[int, bool] = {}
-        volatile = tuple(volatile)
+        volatility = volatile if isinstance(volatile, Volatility) else Volatility(volatile)
         for db in databases:
             for message in db.messages:
                 key = message.frame_id | (EXTENDED if message.is_extended_frame else 0)
@@ -93,7 +98,7 @@ class ChannelDecoder:
                     continue
                 self._known.add(key)
                 compiled = compile_message(
-                    message, wanted, _change_filter(message, wanted, change_rule, volatile),
+                    message, wanted, _change_filter(message, wanted, change_rule, volatility),
                     functools.partial(self._flag_range, message.frame_id))
                 if compiled is None:
                     continue
@@ -225,7 +230,7 @@ class ChannelDecoder:
 
 
 def _change_filter(message: Any, wanted: Callable[[str, str], bool],
-                   change_rule: ChangeRule | None, volatile: tuple[str, ...]
+                   change_rule: ChangeRule | None, volatile: Volatility
                    ) -> ChangeFilter | None:
     """The change filter of a message whose selected signals are all kept only on change,
     without a minimum period or a heartbeat: then a frame with the same bits as the last
@@ -247,7 +252,7 @@ def _change_filter(message: Any, wanted: Callable[[str, str], bool],
         return None
     common = page = 0
     for s in selected:
-        if any_matches(volatile, message.name, s.name):
+        if volatile.of(message, s):
             continue
         bits = big_word_mask(bit_field(s, message.length), message.length)
         if not s.multiplexer_ids:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from agent.ranges import Range, TiB, show
+
 DEFAULT_STATE_DIR = Path("/var/lib/bavard")
 DB_NAME = "buffer.sqlite3"
 BALLAST_NAME = "buffer.ballast"  # spare bytes given back to the filesystem when it is full
@@ -75,25 +77,39 @@ class StoreConfig:
     def problems(self) -> list[str]:
         """What is wrong with these values, one line each (empty when fine)."""
         out = []
-        if self.quota_bytes < 4 * self.wal_reserve:
-            out.append(f"quota_bytes: must be >= {4 * self.wal_reserve}, got {self.quota_bytes}")
-        for name in ("commit_items", "chunk_items", "queue_items"):
-            if getattr(self, name) < 1:
-                out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.queue_items < self.commit_items:
-            out.append(f"queue_items: must be >= commit_items ({self.commit_items}), "
-                       f"got {self.queue_items}")
-        for name in ("commit_interval", "checkpoint_interval"):
-            if not getattr(self, name) > 0:
-                out.append(f"{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("min_free_bytes", "keep_corrupt"):
-            if getattr(self, name) < 0:
-                out.append(f"{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("max_age_events", "max_age_samples", "max_age_frames",
-                     "max_age_dead_letters"):
+        for name, allowed in RANGES.items():
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                out.append(f"{name}: must be > 0 (or absent for no limit), got {value}")
+            if value is None and name in OPTIONAL:
+                continue
+            extra = " (or false for no limit)" if name in OPTIONAL else ""
+            problem = allowed.problem(value, extra)
+            if problem is not None:
+                out.append(f"{name}: {problem}")
+        if self.quota_bytes in RANGES["quota_bytes"] and self.quota_bytes < 4 * self.wal_reserve:
+            out.append(f"quota_bytes: must be at least {show(4 * self.wal_reserve)}, "
+                       f"got {show(self.quota_bytes)}")
+        if self.queue_items < self.commit_items:
+            out.append(f"queue_items: must be at least commit_items ({show(self.commit_items)}), "
+                       f"got {show(self.queue_items)}")
         if self.check_on_open not in ("quick", "full", "none"):
             out.append(f"check_on_open: must be quick, full or none, got {self.check_on_open!r}")
         return out
+
+
+# The range of every number of [store] (docs/config.md lists them).
+RANGES = {
+    "quota_bytes": Range(256 * KiB, TiB),
+    "commit_interval": Range(0, 3_600, open_low=True),
+    "commit_items": Range(1, 1_000_000),
+    "chunk_items": Range(1, 1_000_000),
+    "queue_items": Range(1, 10_000_000),
+    "checkpoint_interval": Range(0, 3_600, open_low=True),
+    "max_age_events": Range(0, 3_650 * DAY, open_low=True),
+    "max_age_samples": Range(0, 3_650 * DAY, open_low=True),
+    "max_age_frames": Range(0, 3_650 * DAY, open_low=True),
+    "max_age_dead_letters": Range(0, 3_650 * DAY, open_low=True),
+    "min_free_bytes": Range(0, TiB),
+    "keep_corrupt": Range(0, 100),
+}
+OPTIONAL = frozenset({"max_age_events", "max_age_samples", "max_age_frames",
+                      "max_age_dead_letters"})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from agent.ranges import DAY, Range, TiB, show
 from agent.store.settings import Kind
 from agent.upload.transport import TransportConfig
 
@@ -49,9 +51,7 @@ class UploadConfig:
 
     def problems(self) -> list[str]:
         out = []
-        scheme = self.url.split("://", 1)[0] if "://" in self.url else ""
-        if scheme not in ("https", "http", "mqtts", "mqtt"):
-            out.append(f"url: expected https://, http://, mqtts:// or mqtt://, got {self.url!r}")
+        out.extend(_url_problems(self.url))
         if self.mqtt_version not in (5, 311):
             out.append(f"mqtt_version: must be 5 or 311, got {self.mqtt_version}")
         if "{vehicle}" not in self.topic:
@@ -61,17 +61,61 @@ class UploadConfig:
                        f"got {self.metered_classes!r}")
         if (self.cert_file is None) != (self.key_file is None):
             out.append("cert_file, key_file: give both (mTLS) or neither")
-        for name in ("timeout", "batch_seconds", "retry_initial", "retry_max"):
-            if getattr(self, name) <= 0:
-                out.append(f"{name}: must be > 0")
-        if self.linger < 0:
-            out.append("linger: must be >= 0")
-        if self.retry_initial > self.retry_max:
-            out.append("retry_initial: must not exceed retry_max")
-        for name in ("batch_items", "max_batch_bytes"):
-            if getattr(self, name) < 1:
-                out.append(f"{name}: must be >= 1")
+        for name, allowed in RANGES.items():
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL:
+                continue
+            problem = allowed.problem(value, " (or false for no limit)" if name in OPTIONAL
+                                      else "")
+            if problem is not None:
+                out.append(f"{name}: {problem}")
+        if (self.retry_initial in RANGES["retry_initial"]
+                and self.retry_max in RANGES["retry_max"]
+                and self.retry_initial > self.retry_max):
+            out.append(f"retry_initial: must be at most retry_max ({show(self.retry_max)}), "
+                       f"got {show(self.retry_initial)}")
         return out
+
+
+# The range of every number of [upload] (docs/config.md lists them).
+RANGES = {
+    "timeout": Range(0, 3_600, open_low=True),
+    "max_batch_bytes": Range(1, 256 * MiB),
+    "batch_items": Range(1, 1_000_000),
+    "batch_seconds": Range(0, DAY, open_low=True),
+    "linger": Range(0, DAY),
+    "retry_initial": Range(0, DAY, open_low=True),
+    "retry_max": Range(0, DAY, open_low=True),
+    "metered_daily_bytes": Range(0, TiB),
+    "metered_monthly_bytes": Range(0, TiB),
+}
+OPTIONAL = frozenset({"metered_daily_bytes", "metered_monthly_bytes"})
+SCHEMES = ("https", "http", "mqtts", "mqtt")
+
+
+def _url_problems(url: str) -> list[str]:
+    """The scheme, host and port of ``upload.url`` (the transports check them again, with
+    the rest, when they are built)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed [IPv6 address
+        return [f"url: {url!r} is not a URL: {exc}"]
+    if "://" not in url or parts.scheme not in SCHEMES:
+        return [f"url: expected https://, http://, mqtts:// or mqtt://, got {url!r}"]
+    out = []
+    if not parts.hostname:
+        out.append(f"url: no host in {url!r}")
+    try:
+        port = parts.port
+    except ValueError:  # not digits, or over 65535
+        port = -1
+    if port is not None and port not in PORTS:
+        shown = parts.netloc.rpartition(":")[2]
+        out.append(f"url: the port must be {PORTS.rule}, got {shown!r} in {url!r}")
+    return out
+
+
+PORTS = Range(1, 65_535)
 
 
 @dataclass(frozen=True)
