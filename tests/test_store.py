@@ -840,3 +840,77 @@ def test_a_writer_stopped_by_a_bug_fails_the_requests_it_took(
         store._writer.join(5)
         assert store.state == "stopped"
         assert not store.put_events(events(1))
+
+
+def test_a_writer_that_fails_at_start_fails_the_start(tmp_path: Path) -> None:
+    """Regression: a writer that died while opening (here a ``meta`` row that is not a
+    number; a quota SQLite cannot hold did the same) left start() returning a store that
+    drops everything, and the service reported itself running."""
+    with Store(StoreConfig(state_dir=tmp_path)) as store:
+        store.put_events(events(1))
+    with sqlite3.connect(tmp_path / DB_NAME) as db:
+        db.execute("UPDATE meta SET value = 'many' WHERE key = 'next_seq'")
+    broken = Store(StoreConfig(state_dir=tmp_path))
+    with pytest.raises(StoreError, match="cannot start: TypeError"):
+        broken.start()
+    assert broken.state == "stopped"
+    broken.close()
+    with sqlite3.connect(tmp_path / DB_NAME) as db:  # nothing was lost on the way
+        assert db.execute("SELECT sum(items) FROM chunk").fetchone()[0] == 1
+        db.execute("UPDATE meta SET value = 1 WHERE key = 'next_seq'")
+    with Store(StoreConfig(state_dir=tmp_path)) as again:  # the lock was given back
+        assert again.stats().classes["events"].items == 1
+
+
+def test_an_unreadable_batch_is_dead_lettered_even_when_the_writer_is_slow(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: when the dead-letter call that follows an undecodable chunk timed out,
+    the batch stayed in flight, never handed out again, until a restart."""
+    with Store(StoreConfig(state_dir=tmp_path)) as store:
+        store.put_events(events(1))
+        store.flush()
+        with sqlite3.connect(store.path) as db:  # bit rot in the event's body
+            db.execute("UPDATE chunk SET body = x'00112233' WHERE class = 2")
+        monkeypatch.setattr(buffer, "REQUEST_TIMEOUT", 0.5)
+        # Hold the writer inside a request, then queue next_batch and a second hold: the
+        # writer takes both in its next round, answers next_batch, and is held again
+        # while the caller decodes the batch and asks for its dead-lettering.
+        hold1, hold2 = threading.Event(), threading.Event()
+        held = threading.Event()
+
+        def hold(until: threading.Event) -> None:
+            held.set()
+            until.wait(10)
+
+        first = store._inbox.request(lambda: hold(hold1))
+        assert held.wait(5)
+        errors: list[BaseException] = []
+        got: list[object] = []
+
+        def uploader() -> None:
+            try:
+                got.append(store.next_batch())
+            except StoreError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=uploader, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 5
+        while not store._inbox._requests and time.monotonic() < deadline:
+            time.sleep(0.005)  # the uploader's request is queued behind the hold
+        second = store._inbox.request(lambda: hold(hold2))
+        hold1.set()
+        first.result(5)
+        thread.join(10)  # its next_batch call times out behind the second hold
+        assert not thread.is_alive()
+        assert len(errors) == 1 and "did not answer" in str(errors[0]), (errors, got)
+        hold2.set()
+        second.result(5)
+        monkeypatch.setattr(buffer, "REQUEST_TIMEOUT", 10.0)
+        stats = store.stats()
+        assert stats.inflight_batches == 0  # not stranded in flight
+        assert (stats.dead_letter_batches, stats.dead_letter_items) == (1, 1)
+        store.put_events(events(1, 1))
+        store.flush()
+        b = store.next_batch()
+        assert b is not None and b.events == events(1, 1)

@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
 from agent.errors import StoreError
@@ -96,16 +97,26 @@ class Store:
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self) -> Store:
-        """Open the database (moving a corrupt one aside) and start the writer thread.
+        """Open the database (moving a corrupt one aside), start the writer thread and
+        wait for its first round: when this returns, the writer runs.
 
-        StoreError only when the state directory cannot be used at all (permissions,
-        another process holds it); a full disk or a corrupt file does not stop it.
+        StoreError when the state directory cannot be used at all (permissions,
+        another process holds it) or the writer fails at start (a setting SQLite cannot
+        take); a full disk or a corrupt file does not stop it.
         """
-        self._writer.start()
-        self._writer.opened.wait()
-        if self._writer.open_error is not None:
-            self._writer.join()
-            raise self._writer.open_error
+        writer = self._writer
+        writer.start()
+        writer.opened.wait()
+        if writer.open_error is not None:
+            writer.join()
+            raise writer.open_error
+        try:  # one whole round of the writer's loop (commit, expiry, requests)
+            self._call(lambda: None)
+        except StoreError as exc:
+            writer.join(1.0)  # a dead writer is gone at once; a stuck one is left
+            why = writer.crashed if writer.crashed is not None else exc
+            raise StoreError(f"{self.path}: the store writer stopped at start: "
+                             f"{type(why).__name__}: {why}") from None
         return self
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -149,7 +160,10 @@ class Store:
         ``min_kind``: a metered link may carry only events), marked in flight.
 
         None when there is nothing to upload. A batch whose chunks cannot be
-        decoded is moved to the dead letters and the next one is returned.
+        decoded is moved to the dead letters and the next one is returned. The move
+        is queued to the writer without waiting for it: it runs before the request
+        for the next batch, and a writer too slow to answer now (a stuck SD card)
+        does it later; the batch is never left in flight until a restart.
         """
         while True:
             raw = self._call(lambda: self._writer.next_batch(max_items, max_seconds, min_kind),
@@ -163,7 +177,8 @@ class Store:
             except StoreError as exc:
                 log.error("store: batch %d..%d cannot be read: %s", raw.seq_first,
                           raw.seq_last, exc)
-                self.dead_letter(raw.seq_first, raw.seq_last, f"unreadable: {exc}")
+                self._inbox.request(partial(self._writer.finish_batch, "dead_letter",
+                                            raw.seq_first, raw.seq_last, f"unreadable: {exc}"))
                 continue
             return StoredBatch(raw.seq_first, raw.seq_last,
                                items if raw.kind == Kind.SAMPLE else [],

@@ -23,7 +23,10 @@ Failures it survives, without ever stopping the agent:
 
 A bug (any other exception) stops the writer with ``logging.exception``;
 the store then refuses requests with StoreError and drops what is put; the
-rest of the agent runs on.
+rest of the agent runs on (and the service's watchdog stops pinging, since the
+writer no longer answers). One that happens while opening the database (a
+setting SQLite cannot take, say) is an ``open_error``, as a state directory
+that cannot be used is: ``Store.start()`` fails with it.
 """
 
 from __future__ import annotations
@@ -102,10 +105,7 @@ class Writer(threading.Thread):
     def run(self) -> None:
         try:
             try:
-                self.database.lock()
-                self.database.open()
-            except StoreError as exc:
-                self.open_error = exc
+                self._open()
             finally:
                 self.opened.set()
             if self.open_error is None:
@@ -118,6 +118,19 @@ class Writer(threading.Thread):
             self.database.close(checkpoint=self.crashed is None)
             self.database.unlock()
             self.opened.set()
+
+    def _open(self) -> None:
+        """Lock and open the database; what stops it goes to ``open_error``."""
+        try:
+            self.database.lock()
+            self.database.open()
+        except StoreError as exc:
+            self.open_error = exc
+        except Exception as exc:  # a bug, or a setting SQLite cannot take: not running
+            self.crashed = exc
+            log.exception("store writer failed at start: %s", exc)
+            self.open_error = StoreError(f"{self.path}: the store cannot start: "
+                                         f"{type(exc).__name__}: {exc}")
 
     def _loop(self) -> None:
         base = self.database
