@@ -121,7 +121,10 @@ def test_shutdown_interrupts_the_backoff_and_releases_the_batch(tmp_path: Path) 
         thread = threading.Thread(target=uploader.run, args=(stop,), daemon=True)
         thread.start()
         peer.wait_for_requests(1)
-        time.sleep(0.2)  # now in a 30 s backoff
+        deadline = time.monotonic() + 10
+        while uploader.stats.state != "backoff":  # now in a 30 s backoff
+            assert time.monotonic() < deadline, uploader.stats
+            time.sleep(0.01)
         started = time.monotonic()
         stop.set()
         thread.join(5)
@@ -156,3 +159,31 @@ def test_min_kind_leaves_samples_for_an_unmetered_link(tmp_path: Path) -> None:
         store.flush()
         batch = store.next_batch(min_kind=Kind.EVENT)
         assert batch is not None and batch.kind == Kind.EVENT
+
+
+def test_a_commit_waking_the_uploader_as_its_idle_wait_ends_goes_at_once(
+        tmp_path: Path) -> None:
+    """A wake that lands between the end of the idle wait and the clearing of the wake
+    (the race of issue 9, 5.3) does not hold the data back until the next wait ends: the
+    round that follows the clear looks at the store and sends it. Driven by an injected
+    wait, in this thread: no timing."""
+    with open_store(tmp_path) as store, HttpPeer() as peer:
+        stop = threading.Event()
+        seen: list[tuple[float, int]] = []  # (seconds asked, requests the peer had by then)
+
+        def wait(seconds: float) -> bool:
+            seen.append((seconds, len(peer.requests)))
+            if len(seen) == 1:  # the wait ends with nothing to do, and a commit lands now
+                store.put_samples(samples(10))
+                store.flush()
+                uploader.wake()  # what the daemon's on_commit does
+                return False
+            stop.set()
+            return True
+
+        config = UploadConfig(url=peer.url, timeout=2.0, linger=0.0)
+        uploader = Uploader(store, HttpTransport(config.transport()), config, Identity(VEHICLE),
+                            wait=wait)
+        uploader.run(stop)
+        assert seen == [(5.0, 0), (5.0, 1)]  # sent before the uploader waited again
+        assert uploader.stats.batches == 1 and store.stats().classes["samples"].acked == 10

@@ -106,9 +106,11 @@ class Uploader:
                  budget: DataBudget | None = None, clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random,
                  sleep: Callable[[float, threading.Event], object] | None = None,
+                 wait: Callable[[float], object] | None = None,
                  beat: Callable[[], None] = lambda: None) -> None:
         """``sleep(seconds, stop)`` waits between attempts (default: on ``stop``, beating
-        the watchdog); ``rng`` gives the jitter in [0, 1); both for tests."""
+        the watchdog); ``wait(seconds)`` is the idle wait that :meth:`wake` ends early
+        (default: on the wake event); ``rng`` gives the jitter in [0, 1); all for tests."""
         self.store = store
         self.transport = transport
         self.config = config
@@ -122,6 +124,7 @@ class Uploader:
         self.stats = UploadStats()
         self.endpoint = config.transport().host
         self._wake = threading.Event()
+        self._idle_wait = wait or self._wake.wait
         self._streak = 0  # consecutive transient failures, across batches
         # Samples and frames wait until then: time.monotonic(), not ``clock``, since a
         # wall clock stepped back (a Pi without RTC set by NTP) would stretch the wait.
@@ -387,7 +390,11 @@ class Uploader:
                 return
 
     def _idle(self, stop: threading.Event, seconds: float) -> None:
-        self._wake.wait(seconds)
+        """Wait for a wake (new data, or stop) or ``seconds``. A wake is never lost: one
+        that lands after the wait and is cleared here was for data committed before
+        it, which the next round's look at the store finds (every ``_idle`` ends a
+        round: look, wait, clear, look...)."""
+        self._idle_wait(seconds)
         self._wake.clear()
 
     def _dead_letter(self, stored: StoredBatch, reason: str) -> None:
