@@ -16,6 +16,7 @@ receiver exactly once, and the agent's counters agree with the receiver's:
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -198,6 +199,39 @@ def test_mqtt_broker_restarted_mid_stream(tmp_path: Path, drive: Path, broker: B
     assert agent.stats is not None
     with ReceiverDb(tmp_path / "received", readonly=True) as db:
         dups = db.counters()["total"]["duplicates"]  # repeats of batches whose PUBACK was lost
+        check_exactly_once(db, expected, agent.stats, duplicates=dups)
+
+
+def test_mqtt_broker_crash_with_the_receiver_back_after_the_agent(
+        tmp_path: Path, drive: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A broker without persistence SIGKILLed mid-stream forgets the receiver's session; the
+    agent is back first and hears PUBACK 0x10 (no matching subscribers) until the receiver
+    has subscribed again. Every sample arrives, none is stored twice."""
+    broker = Broker(tmp_path / "mosquitto", persistence=False).start()
+    receiver = Receiver.open(tmp_path / "received")
+    sub = subscribe(receiver, broker.url, client_id="e2e-receiver")
+    try:
+        assert sub.wait_subscribed(10)
+        config = write_config(tmp_path, drive, f'url = "{broker.url}"', speed=3.0)
+        expected = expected_samples(config)
+        with caplog.at_level(logging.WARNING, "agent.upload"), Agent(config) as agent:
+            wait_until(lambda: len(receiver.db.batches()) >= 2, "the first batches")
+            broker.stop(signal.SIGKILL)
+            sub.close()  # before its own reconnect (1 s on): the receiver comes back later
+            broker.start()
+            wait_until(lambda: "No matching subscribers (0x10)" in caplog.text,
+                       "the agent was told that nobody subscribes", timeout=20)
+            sub = subscribe(receiver, broker.url, client_id="e2e-receiver")
+            wait_until(lambda: agent.drained() and len(receiver.db.samples()) >= len(expected),
+                       "every sample at the receiver")
+            time.sleep(0.5)  # a repeat still on its way would be counted now
+    finally:
+        sub.close()
+        receiver.close()
+        broker.stop()
+    assert agent.stats is not None and agent.stats.transient < 200
+    with ReceiverDb(tmp_path / "received", readonly=True) as db:
+        dups = db.counters()["total"]["duplicates"]  # a PUBACK lost in the crash
         check_exactly_once(db, expected, agent.stats, duplicates=dups)
 
 

@@ -107,6 +107,30 @@ def test_broker_stopped_then_restarted(broker: Broker, subscriber: Subscriber) -
     assert got == [(("batch-id", "b1"),), (("batch-id", "b2"),)]
 
 
+def test_no_matching_subscribers_is_retried_not_lost(tmp_path: Path) -> None:
+    """A broker without persistence crashed and forgot the receiver's session; the agent
+    is back before the receiver: PUBACK 0x10, and the batch must stay with the agent."""
+    b = Broker(tmp_path / "mosquitto", persistence=False).start()
+    sub = Subscriber(b.port)
+    t = transport(b.url)
+    try:
+        t.send("b1", VEHICLE, PAYLOAD)
+        assert sub.get().user_properties == (("batch-id", "b1"),)
+        sub.close()
+        b.restart(signal.SIGKILL)
+        for _ in range(2):  # as often as it is tried: never taken as delivered
+            with pytest.raises(TransientUploadError, match=r"No matching subscribers \(0x10\) "
+                               r"for batch b2 .*no subscriber can receive it yet"):
+                t.send("b2", VEHICLE, PAYLOAD)
+        sub = Subscriber(b.port)  # the receiver subscribes again
+        t.send("b2", VEHICLE, PAYLOAD)
+        assert sub.get().user_properties == (("batch-id", "b2"),) and sub.nothing()
+    finally:
+        t.close()
+        sub.close()
+        b.stop()
+
+
 def test_no_puback_is_transient_within_the_timeout(broker: Broker,
                                                   subscriber: Subscriber) -> None:
     t = transport(broker.url, timeout=0.5)
@@ -128,7 +152,7 @@ def test_no_puback_is_transient_within_the_timeout(broker: Broker,
     assert ids == {"b1", "b2", "b3"}  # b2 reached the broker before it froze
 
 
-def test_close_unblocks_a_waiting_send(broker: Broker) -> None:
+def test_close_unblocks_a_waiting_send(broker: Broker, subscriber: Subscriber) -> None:
     t = transport(broker.url, timeout=10.0)
     t.send("b1", VEHICLE, PAYLOAD)
     assert broker.proc is not None
@@ -190,8 +214,9 @@ def test_broker_maximum_packet_size_is_refused_without_sending(tmp_path: Path) -
 def test_not_authorised_topic_is_transient_and_logged(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     acl = tmp_path / "acl.conf"
-    acl.write_text("topic write bavard/#\n")
+    acl.write_text("topic write bavard/#\ntopic read bavard/#\n")
     b = configured_broker(tmp_path / "acl", f"acl_file {acl}")
+    sub = Subscriber(b.plain_port, topic="bavard/#")
     try:
         t = transport(b.url, topic="elsewhere/{vehicle}")
         with caplog.at_level(logging.ERROR, "agent.upload"), \
@@ -200,12 +225,14 @@ def test_not_authorised_topic_is_transient_and_logged(
         assert ["upload.topic" in r.getMessage() for r in caplog.records] == [True]
         t.close()
         transport(b.url).send("b2", VEHICLE, PAYLOAD)
+        assert sub.get().user_properties == (("batch-id", "b2"),)
     finally:
+        sub.close()
         b.stop()
 
 
 @pytest.mark.parametrize(("code", "outcome"), [
-    (0x00, None), (0x10, None),
+    (0x00, None), (0x10, TransientUploadError),  # 0x10: no subscriber can have it yet
     (0x80, RefusedUploadError), (0x83, RefusedUploadError), (0x99, RefusedUploadError),
     (0x87, TransientUploadError), (0x90, TransientUploadError), (0x91, TransientUploadError),
     (0x97, TransientUploadError),
@@ -249,18 +276,22 @@ def test_connack_refused_is_transient_and_logged(
 
 def test_mqtts_custom_ca_and_unknown_ca(tmp_path: Path, certs: Certs) -> None:
     b = tls_broker(tmp_path, certs)
+    sub = Subscriber(b.plain_port)
     try:
         sub_ok = transport(b.url, ca_file=certs.ca_file)
         sub_ok.send("b1", VEHICLE, PAYLOAD)
         sub_ok.close()
         with pytest.raises(TransientUploadError, match=r"certificate verification failed"):
             transport(b.url, ca_file=certs.other_ca_file).send("b2", VEHICLE, PAYLOAD)
+        assert sub.get().user_properties == (("batch-id", "b1"),) and sub.nothing()
     finally:
+        sub.close()
         b.stop()
 
 
 def test_mqtts_mutual_tls(tmp_path: Path, certs: Certs) -> None:
     b = tls_broker(tmp_path, certs, require_client_cert=True)
+    sub = Subscriber(b.plain_port)
     try:
         t = transport(b.url, ca_file=certs.ca_file, cert_file=certs.client_cert,
                       key_file=certs.client_key)
@@ -268,7 +299,9 @@ def test_mqtts_mutual_tls(tmp_path: Path, certs: Certs) -> None:
         t.close()
         with pytest.raises(TransientUploadError):
             transport(b.url, ca_file=certs.ca_file).send("b2", VEHICLE, PAYLOAD)
+        assert sub.get().user_properties == (("batch-id", "b1"),) and sub.nothing()
     finally:
+        sub.close()
         b.stop()
 
 

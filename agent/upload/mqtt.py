@@ -20,8 +20,16 @@ a duplicate, which receivers drop by batch id.)
 
 Classification of one attempt (the uploader retries, never the transport):
 
-- PUBACK with reason < 0x80 (0x00, or 0x10 "no matching subscribers"):
-  delivered; what the broker does next is its business.
+- PUBACK 0x00 success: delivered; what the broker does next is its business.
+- PUBACK 0x10 "no matching subscribers": transient, the connection kept. The
+  broker took the message but nobody can have it: no subscription matches
+  the topic, not even a persistent session away from the broker. It is what
+  a broker answers after a crash that lost its sessions, until the receiver
+  has subscribed again; taken as delivered, the batch would be deleted and
+  lost. So a batch leaves the store only once a subscriber can have it; the
+  uploader backs off and sends it again (a repeat the receiver drops by id).
+  docs/upload.md says what a backend must do (MQTT 3.1.1 has no reason code:
+  there a PUBACK with no subscriber is a loss the agent cannot see).
 - PUBACK with 0x80 unspecified error, 0x83 implementation specific error,
   0x99 payload format invalid: :class:`RefusedUploadError`. These judge the
   message itself; the same bytes will be refused again. (0x95 "packet too
@@ -88,6 +96,8 @@ paho_log = logging.getLogger(f"{__name__}.paho")
 REFUSED_CODES = frozenset({0x80, 0x83, 0x99})
 #: PUBACK reason codes that refuse this client or topic: retry, but say so loudly.
 CLIENT_REFUSED_CODES = frozenset({0x87, 0x90})
+#: PUBACK "no matching subscribers": nobody can receive the batch yet; retry.
+NO_SUBSCRIBERS = 0x10
 KEEPALIVE = 60  # seconds between PINGREQs on an idle connection
 DISCONNECT_GRACE = 0.5  # seconds for our DISCONNECT to leave before the socket is cut
 
@@ -295,11 +305,14 @@ class MqttTransport:
         session.teardown()
 
     def _classify(self, session: _Session, batch_id: str, topic: str, code: ReasonCode) -> None:
+        what = (f"{self._endpoint}: PUBACK {code.getName()} (0x{code.value:02x}) for batch "
+                f"{batch_id} on {topic!r}")
+        if code.value == NO_SUBSCRIBERS:  # the connection is fine: keep it
+            raise TransientUploadError(f"{what}: no subscriber can receive it yet (is the "
+                                       f"receiver subscribed, with a persistent session?)")
         if not code.is_failure:
             log.debug("batch %s: PUBACK %s on %s", batch_id, code.getName(), topic)
             return
-        what = (f"{self._endpoint}: PUBACK {code.getName()} (0x{code.value:02x}) for batch "
-                f"{batch_id} on {topic!r}")
         if code.value in REFUSED_CODES:
             raise RefusedUploadError(what)
         if code.value in CLIENT_REFUSED_CODES:

@@ -2,7 +2,10 @@
 
 The broker keeps its port and its persistence file across restarts, and saves
 its state after every change, so a subscriber's queued QoS 1 messages survive a
-kill. ``tls`` (a trustme CA) adds a TLS listener instead of the plain one.
+kill; ``persistence=False`` makes a restart forget every session and message, as
+a crash of a broker without persistence does. ``tls`` (a trustme CA) makes the
+main listener (``port``, ``url``) a TLS one, and adds a plain one on
+``plain_port`` for the tests' own subscribers.
 """
 
 from __future__ import annotations
@@ -37,19 +40,20 @@ class BrokerTls:
 
 
 class Broker:
-    def __init__(self, directory: Path, tls: BrokerTls | None = None) -> None:
+    def __init__(self, directory: Path, tls: BrokerTls | None = None,
+                 persistence: bool = True) -> None:
         if not Path(MOSQUITTO).exists():
             pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.plain_port = self.port if tls is None else free_port()
         self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = self.dir / "mosquitto.conf"
         lines = [
-            f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
-            "persistence true",
+            f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self.dir}/",
             "autosave_interval 1",
             "autosave_on_changes true",
@@ -64,8 +68,10 @@ class Broker:
             # started as root, mosquitto drops to its own user, which cannot write in
             # pytest's 0700 temporary directory: no persistence, sessions lost on restart
             lines.append("user root")
+        lines.append(f"listener {self.plain_port} 127.0.0.1")
         if tls is not None:
-            lines += [f"cafile {tls.ca_file}", f"certfile {tls.cert_file}",
+            lines += [f"listener {self.port} 127.0.0.1",
+                      f"cafile {tls.ca_file}", f"certfile {tls.cert_file}",
                       f"keyfile {tls.key_file}",
                       f"require_certificate {'true' if tls.require_client_cert else 'false'}"]
         self.conf.write_text("\n".join(lines) + "\n")
