@@ -1,140 +1,192 @@
 #!/usr/bin/env python3
-"""Decode speed: plain cantools ``decode_message`` against bavard's decode path.
+"""Decode speed: cantools as a competent user writes it, against bavard's decode path.
 
-Both decode the same frames, held in memory, in the same run:
-- cantools: ``db.decode_message(id, data)`` for every frame (unknown ids skipped);
-- bavard compiled: generated per-message decoders, every frame decoded;
-- bavard path: the same, with the change filter (frames whose selected bits,
-  counters and checksums masked out, did not change are skipped), which is
-  what the agent runs for on-change signals without a heartbeat;
-- bavard path, agent selection: as the demo configures it, counters and
-  checksums are not selected at all (they protect the bus, they are not data).
+All contenders decode the same frames, held in memory, in the same run:
+- cantools: ``by_id.get(frame_id)`` (a dict built once from ``db.messages``),
+  then ``msg.decode(data)`` for the frames the DBC knows (the baseline, 1.00x);
+- bavard compiled decoders: generated per-message decoders, every signal of
+  every frame the DBC knows, no change filter;
+- cantools + skip unchanged payload bytes: the cheap trick a user would try
+  first: remember the last payload per id, decode only when the bytes differ;
+- bavard path (change filter): every signal kept on change, so a frame whose
+  bits did not change (counters and checksums masked out) is skipped before
+  decoding: what the agent runs for on-change signals without a heartbeat;
+- bavard path, counters/checksums not selected: the same, without the
+  counters and checksums (they protect the bus, they are not data).
+
+Checked inside the run, before any timing (a difference ends the run with
+exit status 1): the compiled decoders give cantools' values for every frame
+the DBC knows; every frame a skipping contender decodes has cantools' values;
+and what an on-change policy would store from each skipping contender (every
+signal but counters and checksums) is, sample for sample, what it stores from
+cantools' values of every frame.
 
 The frames are frozen out of the garbage collector's reach (gc.freeze) for
 every contender alike, so a collection does not walk 80k frames mid-run.
 
-Each row: the best run's frames/s, and the median over rounds of the ratio
-to cantools in the same round (the machine is shared and noisy: the ratio is
-the figure to quote).
+Each row: the best round's frames/s (all frames of the log, known or not),
+and the median over rounds of the ratio to cantools in the same round (the
+machine is shared and noisy: the ratio is the figure to quote).
 
-Usage: scripts/bench_decode.py [--repeat N]
+Usage: scripts/bench_decode.py [--repeat N] [--frames N] [--quick] [--log L --dbc D]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import benchlib
+from benchlib import Case, Emitted, Run, cantools_by_id, cantools_values
 
-from agent.config import DEFAULT_VOLATILE  # noqa: E402
-from agent.decode.dbc_files import load_dbc  # noqa: E402
-from agent.decode.decoder import ChannelDecoder  # noqa: E402
-from agent.frames import Frame  # noqa: E402
-from agent.policy.selection import Selector  # noqa: E402
-from agent.sources.replay import ReplaySource  # noqa: E402
-
-CORPUS = ROOT.parent / "shared" / "corpus"
+from agent.decode.decoder import ChannelDecoder
+from agent.frames import Decoded, Frame
+from agent.policy.selection import Selector
 
 
-def timed(prepare: Callable[[], Callable[[], object]]) -> float:
-    """Seconds of one run; ``prepare()`` (untimed) returns the run."""
-    run = prepare()
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
+@dataclass
+class Contender:
+    key: str  # for --wrong
+    title: str
+    prepare: Callable[[], Run]  # untimed: fresh state and decoders
+    bavard: bool  # out holds (frame, Decoded); else (frame, message name, dict)
+    every_frame: bool  # decodes every frame the DBC knows (no skipping)
 
 
-def cantools_all(db: object, frames: list[Frame]) -> Callable[[], Callable[[], None]]:
-    decode = db.decode_message  # type: ignore[attr-defined]
+def bavard(db: Any, frames: list[Frame], on_change: bool,
+           agent_selection: bool = False) -> Callable[[], Run]:
+    """``agent_selection``: the agent's default selection (counters and checksums
+    left out); else every signal."""
+    def prepare() -> Run:
+        rule = (lambda m, s: (True, 0.0, None)) if on_change else None
+        wanted = benchlib.agent_selection(db) if agent_selection else Selector()
+        decoder = ChannelDecoder("can0", [db], wanted, change_rule=rule,
+                                 volatile=benchlib.VOLATILITY)
+        decode = decoder.decode
 
-    def run() -> None:
-        for f in frames:
-            # unknown id, wrong length: cantools says so with an exception
-            with contextlib.suppress(Exception):
-                decode(f.arbitration_id, f.data)
-
-    return lambda: run
-
-
-class BavardPath:
-    """prepare() compiles a fresh decoder (untimed); the run it returns decodes."""
-
-    def __init__(self, db: object, frames: list[Frame], on_change: bool,
-                 exclude: tuple[str, ...] = ()) -> None:
-        self.db, self.frames, self.on_change, self.exclude = db, frames, on_change, exclude
-        self.stats: object = None
-
-    def __call__(self) -> Callable[[], None]:
-        rule = (lambda m, s: (True, 0.0, None)) if self.on_change else None
-        decoder = ChannelDecoder("bench", [self.db], Selector(exclude=self.exclude),
-                                 change_rule=rule, volatile=DEFAULT_VOLATILE)
-        self.stats = decoder.stats
-        decode, frames = decoder.decode, self.frames
-
-        def run() -> None:
+        def run(out: list[Any] | None) -> None:
             for f in frames:
-                decode(f)
+                decoded = decode(f)
+                if out is not None and decoded is not None:
+                    out.append((f, decoded))
 
         return run
 
+    return prepare
 
-def bench(title: str, dbc: Path, log: Path, repeat: int) -> None:
-    db = load_dbc(dbc)
-    with ReplaySource("bench", log, speed=0) as source:
-        frames = list(source.frames())
+
+def contenders(db: Any, frames: list[Frame]) -> list[Contender]:
+    return [
+        Contender("cantools", "cantools (by_id.get + Message.decode)",
+                  benchlib.cantools_plain(db, frames), False, True),
+        Contender("compiled", "bavard compiled decoders", bavard(db, frames, False),
+                  True, True),
+        Contender("cantools-skip", "cantools + skip unchanged payload bytes",
+                  benchlib.cantools_skip_unchanged(db, frames), False, False),
+        Contender("filter", "bavard path (change filter)", bavard(db, frames, True),
+                  True, False),
+        Contender("agent", "bavard path, counters/checksums not selected",
+                  bavard(db, frames, True, agent_selection=True), True, False),
+    ]
+
+
+KEYS = ("cantools", "compiled", "cantools-skip", "filter", "agent")
+
+
+def emitted(contender: Contender, frames: list[Frame]) -> list[Emitted]:
+    """What one fresh run of ``contender`` decoded, frame by frame (untimed)."""
+    index = {id(f): i for i, f in enumerate(frames)}
+    out: list[Any] = []
+    contender.prepare()(out)
+    if contender.bavard:
+        decoded: list[tuple[Frame, Decoded]] = out
+        return [(index[id(f)], d.message, benchlib.bavard_values(d)) for f, d in decoded]
+    return [(index[id(f)], name, cantools_values(values)) for f, name, values in out]
+
+
+def check(db: Any, frames: list[Frame], all_contenders: list[Contender],
+          wrong: tuple[str, str] | None) -> tuple[dict[str, int], int]:
+    """Every contender's values against cantools' (see the module's docstring);
+    returns the frames each decoded and the number of on-change samples."""
+    ref = benchlib.reference(db, frames)
+    short = benchlib.short_frames(db, frames)
+    volatile = benchlib.volatility(db)
+    stored = benchlib.on_change(((i, m, v) for i, (m, v) in sorted(ref.items())), volatile,
+                                short)
+    counts: dict[str, int] = {}
+    for c in all_contenders:
+        out = emitted(c, frames)
+        if wrong is not None and wrong[0] == c.key:
+            out = benchlib.corrupt(out, wrong[1], volatile)
+        counts[c.key] = len(out)
+        benchlib.check_frames(c.title, frames, ref, out, c.every_frame, volatile, short)
+        if not c.every_frame:
+            benchlib.check_stored(c.title, frames, stored,
+                                  benchlib.on_change(out, volatile, short))
+    return counts, len(stored)
+
+
+def timed(run: Run) -> float:
+    start = time.perf_counter()
+    run(None)
+    return time.perf_counter() - start
+
+
+def bench(case: Case, repeat: int, limit: int | None, wrong: tuple[str, str] | None) -> None:
+    db = benchlib.load(case)
+    frames = benchlib.read_frames(case.log, limit)
+    by_id = cantools_by_id(db)
+    known = sum(1 for f in frames if benchlib.frame_key(f) in by_id)
+    all_contenders = contenders(db, frames)
+    counts, stored = check(db, frames, all_contenders, wrong)
     gc.collect()
     gc.freeze()
-    known = {m.frame_id for m in db.messages}
-    in_dbc = sum(1 for f in frames if f.arbitration_id in known)
-    path = BavardPath(db, frames, on_change=True)
-    contenders: dict[str, Callable[[], Callable[[], object]]] = {
-        "cantools decode_message": cantools_all(db, frames),
-        "bavard compiled decoders": BavardPath(db, frames, on_change=False),
-        "bavard path (change filter)": path,
-        "bavard path, agent selection": BavardPath(
-            db, frames, True, exclude=("*Counter*", "*Checksum*", "*CRC*")),
-    }
-    # round robin, so that each round's contenders share the machine's mood; the
-    # ratio is the median over rounds of (cantools time / contender time)
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeat):
-        for name, prepare in contenders.items():
-            times[name].append(timed(prepare))
-    stats: Any = path.stats
-    skipped = stats.unchanged / max(stats.unchanged + stats.decoded, 1)
-    print(f"{title}: {len(frames):,} frames, {in_dbc:,} in the DBC ({in_dbc / len(frames):.0%})")
-    baseline = times["cantools decode_message"]
-    for name, runs in times.items():
+    try:
+        # round robin, so that each round's contenders share the machine's mood; the
+        # ratio is the median over rounds of (cantools time / contender time)
+        times: dict[str, list[float]] = {c.key: [] for c in all_contenders}
+        for _ in range(repeat):
+            for c in all_contenders:
+                times[c.key].append(timed(c.prepare()))
+    finally:
+        gc.unfreeze()
+    print(f"{case.title}: {len(frames):,} frames, {known:,} in the DBC "
+          f"({known / max(len(frames), 1):.0%}), {repeat} round{'s' if repeat > 1 else ''}")
+    baseline = times["cantools"]
+    for c in all_contenders:
+        runs = times[c.key]
         ratio = statistics.median(b / t for b, t in zip(baseline, runs, strict=True))
-        note = (f"   ({skipped:.0%} of DBC frames skipped unchanged)"
-                if name == "bavard path (change filter)" else "")
-        print(f"  {name:<29}{len(frames) / min(runs):12,.0f} frames/s   {ratio:.2f}x{note}")
-    gc.unfreeze()
+        note = ""
+        if not c.every_frame:
+            note = f"   (skips {1 - counts[c.key] / max(known, 1):.0%} of DBC frames)"
+        print(f"  {c.title:<46}{len(frames) / min(runs):11,.0f} frames/s {ratio:6.2f}x{note}")
+    print(f"  checked: compiled decoders = cantools on all {counts['cantools']:,} DBC frames; "
+          f"the skipping rows store cantools' {stored:,} on-change samples "
+          "(counters and checksums left out)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=9, help="rounds (default 9)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="only the first N frames of each log")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 1 round, 20,000 frames, sample drive only")
+    benchlib.add_case_arguments(parser)
+    benchlib.add_wrong_argument(parser, KEYS)
     args = parser.parse_args()
-    bench("demo vehicle, sample drive", ROOT / "dbc" / "demo_vehicle.dbc",
-          ROOT / "tests" / "data" / "sample_drive.log", args.repeat)
-    motec = CORPUS / "motec"
-    if motec.is_dir():
-        bench("motec, can_sample.log", motec / "sample_can_spec.dbc", motec / "can_sample.log",
-              args.repeat)
-    else:
-        print(f"motec corpus not found at {motec}: skipped")
+    if args.quick:
+        args.repeat, args.frames, args.no_corpus = 1, args.frames or 20_000, True
+    wrong = benchlib.parse_wrong(args.wrong, KEYS)
+    for case in benchlib.cases(args):
+        bench(case, args.repeat, args.frames, wrong)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(benchlib.run_checked(main))

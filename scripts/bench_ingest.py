@@ -1,39 +1,40 @@
 #!/usr/bin/env python3
-"""End-to-end ingest: replay -> decode -> policy -> durable store, against plain cantools.
+"""End-to-end ingest: replay -> decode -> policy -> durable store, against cantools.
 
-Both in the same run, on the motec corpus log (a real car) and on the demo
-sample drive:
-- cantools alone: ``db.decode_message`` over the log's frames, already parsed
-  and in memory (it does less: no reading, no policy, no storage);
+Both in the same run, on the demo sample drive and the corpus logs:
+- cantools decoding alone: ``by_id.get(frame_id)`` (a dict built once from
+  ``db.messages``), then ``msg.decode(data)`` for the frames the DBC knows,
+  over the log's frames already parsed and in memory (it does less: no
+  reading, no policy, no storage);
 - bavard: the log replayed as fast as possible through the agent's pipeline
   (on-change for every signal, counters and checksums not selected) into the
   SQLite store in a temporary state directory, timed until the last sample is
   committed.
 
-Usage: scripts/bench_ingest.py [--rounds N]
+Checked, in the first round: the store holds, sample for sample, what an
+on-change policy keeps from cantools' values of every frame (counters and
+checksums aside); a difference ends the run with exit status 1.
+
+Usage: scripts/bench_ingest.py [--rounds N] [--quick] [--log L --dbc D]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import benchlib
+from benchlib import Case, Mismatch
 
-from agent.config import parse_config  # noqa: E402
-from agent.decode.dbc_files import load_dbc  # noqa: E402
-from agent.pipeline import Pipeline  # noqa: E402
-from agent.sources.replay import ReplaySource  # noqa: E402
-from agent.store import Store, StoreConfig  # noqa: E402
-
-CORPUS = ROOT.parent / "shared" / "corpus"
+from agent.config import parse_config
+from agent.frames import Frame, Sample
+from agent.pipeline import Pipeline
+from agent.store import Store, StoreConfig
 
 CONFIG = """
 [[channels]]
@@ -51,27 +52,23 @@ on_change = true
 """
 
 
-def cantools_seconds(dbc: Path, log: Path) -> tuple[int, float]:
-    db = load_dbc(dbc)
-    with ReplaySource("bench", log) as source:
-        frames = list(source.frames())
-    decode = db.decode_message
+def cantools_seconds(db: Any, frames: list[Frame]) -> float:
+    run = benchlib.cantools_plain(db, frames)()
     start = time.perf_counter()
-    for f in frames:
-        with contextlib.suppress(Exception):  # unknown id: cantools raises
-            decode(f.arbitration_id, f.data)
-    return len(frames), time.perf_counter() - start
+    run(None)
+    return time.perf_counter() - start
 
 
-def bavard_seconds(dbc: Path, log: Path) -> tuple[int, int, float]:
-    config = parse_config(CONFIG.format(log=log, dbc=dbc), base_dir=ROOT)
+def bavard_seconds(case: Case, check: bool) -> tuple[int, list[Sample] | None, int, float]:
+    """frames in, what the store holds (when ``check``), samples stored, seconds."""
+    config = parse_config(CONFIG.format(log=case.log, dbc=case.dbc), base_dir=benchlib.ROOT)
     with tempfile.TemporaryDirectory() as state:
         store = Store(StoreConfig(state_dir=Path(state))).start()
         try:
             pipeline = Pipeline.from_config(config)
             kept = 0
 
-            def sink(samples: list) -> None:  # type: ignore[type-arg]
+            def sink(samples: list[Sample]) -> None:
                 nonlocal kept
                 kept += len(samples)
                 store.put_samples(samples)
@@ -80,41 +77,81 @@ def bavard_seconds(dbc: Path, log: Path) -> tuple[int, int, float]:
             pipeline.run(sink, threading.Event())
             store.flush()
             seconds = time.perf_counter() - start
-            stored = store.stats()
+            stored = store.stats().classes["samples"].items
+            held = read_back(store) if check else None
         finally:
             store.close()
-    assert stored.classes["samples"].items == kept, (stored, kept)
-    return pipeline.frames_in, kept, seconds
+    if stored != kept:
+        raise Mismatch(f"{case.title}: {kept:,} samples given to the store, it holds {stored:,}")
+    return pipeline.frames_in, held, kept, seconds
 
 
-def bench(title: str, dbc: Path, log: Path, rounds: int) -> None:
-    ratios, rates = [], []
-    for _ in range(rounds):
-        frames, plain = cantools_seconds(dbc, log)
-        frames_in, kept, ours = bavard_seconds(dbc, log)
-        assert frames_in == frames
+def read_back(store: Store) -> list[Sample]:
+    """Every sample the store holds, oldest first (untimed)."""
+    out: list[Sample] = []
+    while (batch := store.next_batch(max_items=50_000)) is not None:
+        out.extend(batch.samples)
+        store.ack(batch.seq_first, batch.seq_last)
+    return out
+
+
+def check_store(case: Case, db: Any, frames: list[Frame], held: list[Sample],
+                wrong: str | None) -> int:
+    ref = benchlib.reference(db, frames)
+    short = benchlib.short_frames(db, frames)
+    volatile = benchlib.volatility(db)
+    expected = [(frames[i].timestamp, message, signal, value)
+                for i, message, signal, value in benchlib.on_change(
+                    ((i, m, v) for i, (m, v) in sorted(ref.items())), volatile, short)]
+    if wrong is not None:
+        held = benchlib.corrupt_samples(held, wrong, volatile)
+    got = [(s.timestamp, s.message, s.signal, (s.value, s.label)) for s in held
+           if not volatile(s.message, s.signal)]
+    benchlib.check_samples(f"{case.title}, the store", expected, got)
+    return len(expected)
+
+
+def bench(case: Case, rounds: int, wrong: str | None) -> None:
+    db = benchlib.load(case)
+    frames = benchlib.read_frames(case.log)
+    ratios, rates, plain_rates = [], [], []
+    kept = checked = 0
+    for n in range(rounds):
+        plain = cantools_seconds(db, frames)
+        frames_in, held, kept, ours = bavard_seconds(case, check=n == 0)
+        if frames_in != len(frames):
+            raise Mismatch(f"{case.title}: the pipeline read {frames_in:,} frames, "
+                           f"the log holds {len(frames):,}")
+        if held is not None:
+            checked = check_store(case, db, frames, held, wrong)
         ratios.append(plain / ours)
-        rates.append(frames / ours)
-    print(f"{title}: {frames:,} frames, {kept:,} samples stored")
-    print(f"  cantools decode alone (frames in memory)  {frames / plain:12,.0f} frames/s")
-    print(f"  bavard replay -> decode -> store          {max(rates):12,.0f} frames/s "
-          f"(best of {rounds}), {statistics.median(ratios):.2f}x cantools alone (median)")
+        rates.append(len(frames) / ours)
+        plain_rates.append(len(frames) / plain)
+    print(f"{case.title}: {len(frames):,} frames, {kept:,} samples stored, {rounds} round"
+          f"{'s' if rounds > 1 else ''}")
+    print(f"  cantools decoding alone (by_id.get + Message.decode, frames in memory)"
+          f"{max(plain_rates):12,.0f} frames/s")
+    print(f"  bavard replay -> decode -> on-change -> store{max(rates):35,.0f} frames/s "
+          f"(best), {statistics.median(ratios):.2f}x cantools alone (median)")
+    print(f"  checked: the store holds the {checked:,} samples on-change keeps from "
+          "cantools' values (counters and checksums left out)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 1 round, sample drive only")
+    benchlib.add_case_arguments(parser)
+    benchlib.add_wrong_argument(parser, ("bavard",))
     args = parser.parse_args()
-    motec = CORPUS / "motec"
-    if motec.is_dir():
-        bench("motec, can_sample.log", motec / "sample_can_spec.dbc", motec / "can_sample.log",
-              args.rounds)
-    else:
-        print(f"motec corpus not found at {motec}: skipped")
-    bench("demo vehicle, sample drive", ROOT / "dbc" / "demo_vehicle.dbc",
-          ROOT / "tests" / "data" / "sample_drive.log", args.rounds)
+    if args.quick:
+        args.rounds, args.no_corpus = 1, True
+    wrong = benchlib.parse_wrong(args.wrong, ("bavard",))
+    for case in benchlib.cases(args):
+        bench(case, args.rounds, wrong[1] if wrong else None)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(benchlib.run_checked(main))

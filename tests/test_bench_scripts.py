@@ -1,0 +1,163 @@
+"""The benchmark scripts run, compare equal work, and fail when a contender is wrong.
+
+Nothing here times anything: each script runs in its small smoke mode on the
+sample drive; only its exit status and the rows it prints are looked at. The
+``--wrong NAME:KIND`` hook corrupts one contender's output before the script's
+own checks, which must then end the run with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from agent.frames import Frame
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+TIMEOUT = 300  # seconds; a smoke run takes a few on an idle machine
+
+
+def benchlib() -> ModuleType:
+    """scripts/benchlib.py, imported from its file (once)."""
+    if "benchlib" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("benchlib", SCRIPTS / "benchlib.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["benchlib"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["benchlib"]
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPTS / script), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
+
+
+def ok(script: str, *args: str) -> str:
+    done = run(script, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def fails(script: str, *args: str) -> str:
+    done = run(script, *args)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "CHECK FAILED" in done.stderr, done.stderr
+    return done.stderr
+
+
+# --- the rows each script prints
+
+
+def test_decode_prints_the_fair_baseline_and_every_row() -> None:
+    out = ok("bench_decode.py", "--quick")
+    assert "demo sample drive: 20,000 frames, 20,000 in the DBC" in out
+    for row in ("cantools (by_id.get + Message.decode)", "bavard compiled decoders",
+                "cantools + skip unchanged payload bytes", "bavard path (change filter)",
+                "bavard path, counters/checksums not selected"):
+        assert f"  {row} " in out, out
+    assert "1.00x" in out.splitlines()[1]  # the baseline is the first row
+    assert "checked: compiled decoders = cantools on all 20,000 DBC frames" in out
+
+
+def test_batch_prints_equal_information_and_the_agents_configuration() -> None:
+    out = ok("bench_batch.py", "--quick")
+    assert "(a) equal information: every signal of every DBC frame" in out
+    assert "candump text of the DBC frames, zstd-3" in out
+    assert "lossless: every batch decoded back gives cantools' values" in out
+    assert "(b) the agent as the demo configures it" in out
+    assert "candump text of every frame, zstd-3" in out
+    assert "left out: 0 frames of unknown ids" in out  # the sample drive's ids are all known
+    assert "values of unselected signals (counters, checksums)" in out
+
+
+def test_ingest_prints_the_fair_baseline_and_checks_the_store() -> None:
+    out = ok("bench_ingest.py", "--quick")
+    assert "cantools decoding alone (by_id.get + Message.decode, frames in memory)" in out
+    assert "bavard replay -> decode -> on-change -> store" in out
+    assert "checked: the store holds the 122,970 samples" in out
+
+
+def test_a_missing_corpus_is_a_skipped_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """--log/--dbc add a row; a corpus that is not there is one line, not a failure."""
+    lib = benchlib()
+    monkeypatch.setattr(lib, "CORPUS_CASES",
+                        (lib.Case("nowhere", tmp_path / "no.log", tmp_path / "no.dbc"),))
+    args = argparse.Namespace(log=[tmp_path / "mine.log"], dbc=[tmp_path / "mine.dbc"],
+                              no_corpus=False)
+    assert lib.cases(args) == [lib.SAMPLE_DRIVE,
+                               lib.Case("mine.log (mine.dbc)", tmp_path / "mine.log",
+                                        tmp_path / "mine.dbc")]
+    out = capsys.readouterr().out
+    assert out == f"nowhere: skipped, {tmp_path / 'no.log'} or {tmp_path / 'no.dbc'} is not there\n"
+
+
+# --- the checks fire
+
+
+@pytest.mark.parametrize(("wrong", "says"), [
+    ("compiled:value", "bavard compiled decoders: frame 0"),  # a wrong value, frame by frame
+    ("compiled:skip", "bavard compiled decoders: 10000 known frames not decoded"),
+    # every frame it decoded is right, but what on-change would store is not
+    ("filter:skip", "bavard path (change filter): stored sample"),
+    ("cantools-skip:skip", "cantools + skip unchanged payload bytes: stored sample"),
+])
+def test_decode_fails_when_a_contender_is_wrong(wrong: str, says: str) -> None:
+    err = fails("bench_decode.py", "--quick", "--wrong", wrong)
+    assert says in err, err
+
+
+@pytest.mark.parametrize(("wrong", "says"), [
+    ("equal:value", "(a): frame 0"),  # a batch does not give cantools' values back
+    ("agent:skip", "(b) the batches: sample"),
+])
+def test_batch_fails_when_a_row_is_wrong(wrong: str, says: str) -> None:
+    err = fails("bench_batch.py", "--quick", "--frames", "5000", "--wrong", wrong)
+    assert says in err, err
+
+
+def test_ingest_fails_when_the_store_is_wrong() -> None:
+    err = fails("bench_ingest.py", "--quick", "--wrong", "bavard:value")
+    assert "demo sample drive, the store: sample 0" in err, err
+
+
+# --- the fair baseline
+
+
+DBC = """VERSION ""
+BS_:
+BU_: ECU
+BO_ 256 Standard: 2 ECU
+ SG_ A : 0|16@1+ (1,0) [0|65535] "" ECU
+BO_ 2147483904 Extended: 2 ECU
+ SG_ B : 0|16@1+ (0.5,0) [0|32767.5] "" ECU
+"""
+
+
+def test_the_baseline_keeps_extended_ids_apart_and_skips_unknown_ones(tmp_path: Path) -> None:
+    """0x100 as an 11-bit and as a 29-bit id are two messages; 0x101 is unknown and
+    costs nothing (no exception); candump's 8-digit spelling of an 11-bit id finds
+    the 11-bit message only when no 29-bit message has that id."""
+    lib = benchlib()
+    (tmp_path / "t.dbc").write_text(DBC)
+    db = lib.load(lib.Case("t", tmp_path / "t.log", tmp_path / "t.dbc"))
+    frames = [Frame(1.0, "can0", 0x100, False, False, b"\x02\x00"),
+              Frame(2.0, "can0", 0x100, True, False, b"\x02\x00"),
+              Frame(3.0, "can0", 0x101, False, False, b"\x02\x00")]
+    out: list[Any] = []
+    lib.cantools_plain(db, frames)()(out)
+    assert [(f.timestamp, name, dict(values)) for f, name, values in out] == [
+        (1.0, "Standard", {"A": 2}), (2.0, "Extended", {"B": 1.0})]
+    by_id = lib.cantools_by_id(db)
+    assert by_id[0x100].name == "Standard"
+    assert by_id[0x100 | lib.EXTENDED].name == "Extended"
+    assert 0x101 not in by_id
