@@ -5,8 +5,17 @@ bounded ``queue.Queue``; the consumer (the caller's thread) decodes, applies
 the rules and passes the kept samples to the sink.
 
 Overflow policy of the frame queue: a log replay or the simulator waits for
-room (back-pressure, nothing lost); a live bus cannot wait, so a chunk that
-finds the queue full is dropped and counted in ``ChannelRuntime.dropped``.
+room (back-pressure, nothing lost); a live bus (``Source.live``) cannot wait,
+so a chunk that finds the queue full is dropped and counted in
+``ChannelRuntime.dropped``.
+
+Stopping: the stop event ends the readers; what they read is handed on and
+consumed, then the reader threads are joined within :data:`JOIN_BUDGET`
+seconds *in all* (a reader stuck in a read that ignores the stop is left
+behind, a daemon thread) and the sources are closed.
+
+Time: ``clock`` (monotonic seconds) is injected; it paces replays and the
+simulator, times a live source's chunks and bounds the joins.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +45,7 @@ CHUNK_FRAMES = 512  # frames per queue item
 CHUNK_SECONDS = 0.05  # a live source hands on what it has at least this often
 # (on a quiet bus: when its source calls on_idle, every can_bus.RECV_TIMEOUT)
 QUEUE_CHUNKS = 64  # bounded queue depth, in chunks
+JOIN_BUDGET = 2.0  # seconds for joining every reader thread at the end of run(), together
 
 Sink = Callable[[list[Sample]], None]
 RawSink = Callable[[list[Frame]], None]
@@ -90,6 +100,7 @@ class Pipeline:
 
     channels: list[ChannelRuntime]
     rules: RuleSet
+    clock: Callable[[], float] = time.monotonic  # monotonic seconds
     frames_in: int = 0
     raw_dropped: int = 0  # frames of raw channels run without a raw sink
     _queue: queue.Queue[tuple[int, list[Frame]] | None] = field(
@@ -103,11 +114,15 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float], object] | None = None,
         start_time: float | None = None,
+        databases: Mapping[Path, Any] | None = None,
     ) -> Pipeline:
-        """Load the DBCs, compile the decoders and open the sources of ``config``.
+        """Load the DBCs, compile the decoders, then open the sources of ``config``
+        (last: a live bus queues what it receives from its opening on).
 
+        ``clock``: monotonic seconds, for the sources and the pipeline.
         ``start_time``: see :func:`open_source` (the daemon stamps simulated frames
-        with the wall clock, like a real bus)."""
+        with the wall clock, like a real bus). ``databases``: DBCs already loaded, by
+        path (the validation's); the others are loaded here."""
         rules = RuleSet(config.rules)
         selector = Selector(config.selection.include, config.selection.exclude)
 
@@ -117,23 +132,33 @@ class Pipeline:
                 return (False, 0.0, None)
             return (rule.on_change, rule.min_period, rule.max_period)
 
-        channels = []
+        loaded = databases or {}
+        decoding = []
+        for cfg in config.channels:
+            # a raw channel's frames are stored as they are: no DBC is needed
+            dbs = [] if cfg.mode == "raw" else [loaded[p] if p in loaded else load_dbc(p)
+                                                for p in channel_dbcs(cfg)]
+            decoder = ChannelDecoder(cfg.name, dbs, selector, change_rule,
+                                     config.selection.volatile)
+            # a live decoded bus: the kernel drops the frames of unselected messages
+            filters = (can_filters_for(dbs, selector)
+                       if cfg.kind == "can" and cfg.mode == "decoded" else None)
+            decoding.append((cfg, decoder, dbs, filters))
+        channels: list[ChannelRuntime] = []
         try:
-            for cfg in config.channels:
-                # a raw channel's frames are stored as they are: no DBC is needed
-                databases = [] if cfg.mode == "raw" else [load_dbc(p) for p in channel_dbcs(cfg)]
-                decoder = ChannelDecoder(cfg.name, databases, selector, change_rule,
-                                         config.selection.volatile)
-                # a live decoded bus: the kernel drops the frames of unselected messages
-                filters = (can_filters_for(databases, selector)
-                           if cfg.kind == "can" and cfg.mode == "decoded" else None)
+            for cfg, decoder, dbs, filters in decoding:
                 source = open_source(cfg, clock, wait, filters, start_time)
-                channels.append(ChannelRuntime(cfg, source, decoder, databases))
+                channels.append(ChannelRuntime(cfg, source, decoder, dbs))
         except BaseException:
             for ch in channels:
                 ch.source.close()
             raise
-        return cls(channels, rules)
+        return cls(channels, rules, clock)
+
+    def close(self) -> None:
+        """Close every source (a pipeline built but never run). Safe to call again."""
+        for ch in self.channels:
+            ch.source.close()
 
     def run(self, sink: Sink, stop: threading.Event, raw_sink: RawSink | None = None,
             tick: Callable[[], None] | None = None) -> None:
@@ -188,35 +213,33 @@ class Pipeline:
                     sink(kept)
         finally:
             stop.set()
+            deadline = self.clock() + JOIN_BUDGET
             for t in threads:
-                t.join(timeout=5)
-            for ch in self.channels:
-                ch.source.close()
+                t.join(timeout=max(0.0, deadline - self.clock()))
+            self.close()
 
     def _read(self, index: int, ch: ChannelRuntime, stop: threading.Event) -> None:
-        live = getattr(ch.source, "live", False)
+        source = ch.source
+        live = source.live
+        clock = self.clock
         chunk: list[Frame] = []
-        started = time.monotonic()
+        started = clock()
 
         def flush() -> None:  # the bus went quiet: hand on what came before
             nonlocal chunk, started
             if chunk:
                 self._hand_on(index, ch, chunk, live, stop)
                 chunk = []
-                started = time.monotonic()
+                started = clock()
 
-        source: Any = ch.source
-        if live and hasattr(source, "on_idle"):
-            source.on_idle = flush
+        source.on_idle = flush
         try:
-            for frame in ch.source.frames(stop):
+            for frame in source.frames(stop):
                 chunk.append(frame)
-                if len(chunk) >= CHUNK_FRAMES or (
-                    live and time.monotonic() - started >= CHUNK_SECONDS
-                ):
+                if len(chunk) >= CHUNK_FRAMES or (live and clock() - started >= CHUNK_SECONDS):
                     self._hand_on(index, ch, chunk, live, stop)
                     chunk = []
-                    started = time.monotonic()
+                    started = clock()
         except BavardError as exc:
             ch.error = str(exc)
             log.error("channel %s stopped: %s", ch.config.name, exc)

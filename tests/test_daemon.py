@@ -1,15 +1,25 @@
 """``bavard run`` as a process: sd_notify READY/STATUS/WATCHDOG on a real datagram
-socket, SIGTERM within 5 s with everything read in the store, SIGHUP reloads (a bad
-configuration is rejected and the running one stays), a configuration error at start."""
+socket, SIGTERM within 5 s with everything read in the store (and during a long
+start-up, before READY=1), SIGHUP reloads (a bad configuration, or one that cannot
+start, is rejected and the running one stays), a configuration error at start, a store
+that cannot start.
+
+The tests that run the daemon in this process inject its monotonic clock (an offset on
+the real one) and move it forward instead of sleeping past the watchdog's silences.
+"""
 
 from __future__ import annotations
 
+import ctypes.util
 import json
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,9 +27,12 @@ from helpers.notify_socket import NotifySocket
 
 from agent.service.daemon import EX_CONFIG, Daemon
 from agent.service.notify import Notifier
+from agent.store import DB_NAME, read_stats_file, writer
 from agent.store.writer import CommitInfo
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "tests" / "data" / "sample_drive.log"
+DBC = ROOT / "dbc" / "demo_vehicle.dbc"
 
 CONFIG = """
 [[channels]]
@@ -55,10 +68,59 @@ def buffer_stats(state: Path) -> dict:  # type: ignore[type-arg]
 
 
 def wait_for_line(log: Path, text: str, timeout: float = 15.0) -> None:
+    wait_until(lambda: text in log.read_text(), timeout,
+               lambda: f"no {text!r} in the log: {log.read_text()}")
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 15.0,
+               why: Callable[[], str] = lambda: "") -> None:
+    """Poll ``condition`` (bounded: ``timeout`` seconds) until it holds."""
     deadline = time.monotonic() + timeout
-    while text not in log.read_text():
-        assert time.monotonic() < deadline, f"no {text!r} in the log: {log.read_text()}"
-        time.sleep(0.1)
+    while not condition():
+        assert time.monotonic() < deadline, why()
+        time.sleep(0.02)
+
+
+def stored_samples(state: Path) -> int:
+    """Samples committed to the buffer, read without writing to it (0 before the first)."""
+    try:
+        return read_stats_file(state / DB_NAME, time.time()).classes["samples"].items
+    except (KeyError, sqlite3.Error):
+        return 0
+
+
+class Monotonic:
+    """The daemon's monotonic clock: the real one plus an offset a test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def wait_for_stalled(sock: NotifySocket, checks: int = 3, timeout: float = 20.0) -> None:
+    """``checks`` watchdog checks in a row that report a stalled beat and send no ping."""
+    deadline = time.monotonic() + timeout
+    row = 0
+    while row < checks:
+        msg = sock.receive(max(0.0, deadline - time.monotonic()))
+        assert msg is not None, f"not {checks} stalled checks in a row: {sock.messages}"
+        if "WATCHDOG" in msg:
+            row = 0
+        elif msg.get("STATUS", "").startswith("STALLED"):
+            row += 1
+
+
+def in_thread(daemon: Daemon) -> tuple[threading.Thread, list[int]]:
+    """``daemon.run()`` in a thread; its exit status lands in the list."""
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
+    runner.start()
+    return runner, result
 
 
 def stop_within(proc: subprocess.Popen[bytes], seconds: float) -> float:
@@ -86,7 +148,7 @@ def test_ready_status_then_sigterm_flushes_and_exits(tmp_path: Path, abstract: b
         assert "frames/s" in ready.get("STATUS", "")
         status = sock.wait_for("STATUS", timeout=25)  # the watchdog's periodic status
         assert "buffer" in status["STATUS"] and "upload off" in status["STATUS"]
-        time.sleep(1.5)
+        wait_until(lambda: stored_samples(state) > 100)
         took = stop_within(proc, 5.0)
         assert took < 5.0, f"took {took:.1f} s to stop"
         while sock.receive(0.2) is not None:  # what it sent before exiting
@@ -124,7 +186,7 @@ def test_sighup_rejects_a_bad_config_and_applies_a_good_one(tmp_path: Path) -> N
         sock.wait_for("RELOADING", "1", timeout=10)
         sock.wait_for("READY", "1", timeout=10)
         wait_for_line(log, "reloaded")
-        time.sleep(1.5)
+        wait_until(lambda: stored_samples(state) > before)  # stored after the reload
         stop_within(proc, 5.0)
     finally:
         if proc.poll() is None:
@@ -154,7 +216,8 @@ def test_watchdog_stops_pinging_while_the_store_writer_is_stuck(tmp_path: Path) 
     sock = NotifySocket(tmp_path / "notify.sock")
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
                          "WATCHDOG_USEC": "400000"})
-    daemon = Daemon(config, notifier=notifier, silence=2.0)
+    clock = Monotonic()
+    daemon = Daemon(config, notifier=notifier, silence=2.0, monotonic=clock)
     hang, hung = threading.Event(), threading.Event()
     release = threading.Event()
     committed = daemon._committed
@@ -173,14 +236,8 @@ def test_watchdog_stops_pinging_while_the_store_writer_is_stuck(tmp_path: Path) 
         sock.wait_for("WATCHDOG", "1", timeout=5)
         hang.set()
         assert hung.wait(10)
-        time.sleep(3.5)  # past the writer's allowed silence
-        while sock.receive(0.01) is not None:  # what was sent before that
-            pass
-        sock.messages.clear()
-        quiet_until = time.monotonic() + 2.0
-        while (left := quiet_until - time.monotonic()) > 0:
-            sock.receive(left)
-        assert not any("WATCHDOG" in m for m in sock.messages), sock.messages
+        clock.advance(3.0)  # past the writer's allowed silence
+        wait_for_stalled(sock)  # no ping while the writer is stuck
         release.set()
         sock.wait_for("WATCHDOG", "1", timeout=10)  # pinging again
     finally:
@@ -203,16 +260,21 @@ def test_watchdog_goes_on_after_a_replay_ends(tmp_path: Path) -> None:
     sock = NotifySocket(tmp_path / "notify.sock")
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
                          "WATCHDOG_USEC": "400000"})
-    daemon = Daemon(config, notifier=notifier, silence=1.0)
+    clock = Monotonic()
+    daemon = Daemon(config, notifier=notifier, silence=1.0, monotonic=clock)
     runner = threading.Thread(target=daemon.run, daemon=True)
     runner.start()
     try:
         sock.wait_for("READY", "1")
-        time.sleep(3.0)  # the replay is long over, and past the allowed silence
+        worker = daemon._pipeline_worker
+        assert worker is not None
+        worker.thread.join(20)  # the replay is over
+        assert not worker.thread.is_alive()
+        clock.advance(2.0)  # and past the allowed silence
         while sock.receive(0.01) is not None:
             pass
         sock.messages.clear()
-        sock.wait_for("WATCHDOG", "1", timeout=3)
+        sock.wait_for("WATCHDOG", "1", timeout=10)
     finally:
         daemon.request_stop()
         runner.join(10)
@@ -230,21 +292,149 @@ def test_reload_rejects_a_private_key_readable_by_others(tmp_path: Path,
     runner = threading.Thread(target=daemon.run, daemon=True)
     runner.start()
     try:
-        deadline = time.monotonic() + 20
-        while daemon.pipeline is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: daemon.pipeline is not None, 20)
         certs.client_key.chmod(0o644)
         config.write_text(config.read_text() + f'\n[upload]\nurl = "https://127.0.0.1:9/"\n'
                           f'cert_file = "{certs.client_cert}"\nkey_file = "{certs.client_key}"\n')
         pipeline = daemon.pipeline
         daemon.request_reload()
-        deadline = time.monotonic() + 10
-        while "new configuration rejected" not in caplog.text:
-            assert time.monotonic() < deadline, caplog.text
-            time.sleep(0.05)
+        wait_until(lambda: "new configuration rejected" in caplog.text, 10, lambda: caplog.text)
         assert "upload.key_file" in caplog.text and "chmod 600" in caplog.text
         assert daemon.pipeline is pipeline and daemon.uploader is None  # the old one runs on
     finally:
         daemon.request_stop()
         runner.join(10)
+
+
+def replay_config(path: Path, log: Path, state: Path, speed: float = 1.0) -> Path:
+    path.write_text(f'[[channels]]\nname = "v"\nlog = "{log}"\ndbc = "{DBC}"\n'
+                    f'speed = {speed}\n[store]\nstate_dir = "{state}"\ncommit_interval = 0.2\n')
+    return path
+
+
+@pytest.mark.skipif(ctypes.util.find_library("pcanbasic") is not None,
+                    reason="a PCAN library is installed: the pcan interface may open")
+def test_a_reload_whose_bus_cannot_open_keeps_the_old_pipeline_running(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: the reload stopped the running workers before it knew that the new
+    configuration starts; when it did not (here a PCAN adapter whose library is not
+    installed: python-can cannot open it, now or later), it started the old one again,
+    and when that failed too (its log renamed away meanwhile) SourceError ended the
+    service. Now the new pipeline is built first, and the old one never stops."""
+    drive = tmp_path / "drive.log"
+    shutil.copy(SAMPLE, drive)  # four minutes at real time
+    state = tmp_path / "state"
+    config = replay_config(tmp_path / "bavard.toml", drive, state)
+    daemon = Daemon(config, notifier=Notifier({}))
+    runner, result = in_thread(daemon)
+    try:
+        wait_until(lambda: daemon.pipeline is not None and daemon.pipeline.frames_in > 0, 20)
+        pipeline = daemon.pipeline
+        assert pipeline is not None
+        drive.rename(tmp_path / "moved.log")  # the old configuration could not start again
+        config.write_text(f'[[channels]]\nname = "v"\ninterface = "pcan"\n'
+                          f'channel = "PCAN_USBBUS1"\ndbc = "{DBC}"\n'
+                          f'[store]\nstate_dir = "{state}"\ncommit_interval = 0.2\n')
+        daemon.request_reload()
+        wait_until(lambda: "new configuration rejected" in caplog.text, 20, lambda: caplog.text)
+        assert "cannot open pcan:PCAN_USBBUS1" in caplog.text
+        read = pipeline.frames_in
+        wait_until(lambda: pipeline.frames_in > read, 10)  # the old one reads on
+        assert daemon.pipeline is pipeline and runner.is_alive()
+        worker = daemon._pipeline_worker
+        assert worker is not None and worker.thread.is_alive()
+    finally:
+        daemon.request_stop()
+        runner.join(10)
+    assert not runner.is_alive() and result == [0]
+    stats = read_stats_file(state / DB_NAME, time.time())
+    assert stats.classes["events"].items == 3  # start, reload-rejected, stop
+    assert stats.classes["samples"].items > 0
+
+
+def test_sigterm_during_a_long_start_up_ends_it_before_ready(tmp_path: Path) -> None:
+    """Regression: the stop handler only set a flag that the main loop reads once the
+    start-up is over (minutes for a large configuration): SIGTERM was ignored until then,
+    and the service even reported READY=1 before it stopped. Now the signal cuts the
+    start-up short: exit 0, no READY=1."""
+    state = tmp_path / "state"
+    config = tmp_path / "bavard.toml"
+    rules = "".join(f'[[signals]]\nmatch = "*Speed*"\nmin_period = 0.{i % 9 + 1}\n'
+                    for i in range(10_000))  # about 3 s to check and compile here
+    config.write_text(f'[[channels]]\nname = "vehicle"\nsimulate = true\n'
+                      f'[store]\nstate_dir = "{state}"\n{rules}')
+    sock = NotifySocket(tmp_path / "notify.sock")
+    log = tmp_path / "log"
+    proc = start(config, sock.env(), log)
+    try:
+        wait_for_line(log, "starting bavard", timeout=30)  # the handlers are in place
+        took = stop_within(proc, 5.0)
+        assert took < 2.0, f"took {took:.1f} s to stop"
+        while sock.receive(0.2) is not None:
+            pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+    assert not any("READY" in m for m in sock.messages), sock.messages
+    assert "stopped during the start-up" in log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_store_that_cannot_start_fails_the_start_before_ready(tmp_path: Path) -> None:
+    """Regression: a store writer that died at start (a quota SQLite cannot hold did it;
+    here a buffer whose ``meta`` row is not a number) left the service running,
+    READY=1, dropping everything it read. Now it exits 1 before READY=1."""
+    state = tmp_path / "state"
+    config = write_config(tmp_path / "bavard.toml", state)
+    from agent.store import Store, StoreConfig
+
+    with Store(StoreConfig(state_dir=state)):
+        pass
+    with sqlite3.connect(state / DB_NAME) as db:
+        db.execute("UPDATE meta SET value = 'many' WHERE key = 'next_seq'")
+    sock = NotifySocket(tmp_path / "notify.sock")
+    log = tmp_path / "log"
+    try:
+        proc = start(config, sock.env(), log)
+        assert proc.wait(timeout=60) == 1
+        while sock.receive(0.2) is not None:
+            pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+    assert not any("READY" in m for m in sock.messages), sock.messages
+    assert "cannot open the buffer" in log.read_text()
+
+
+def test_a_store_writer_that_dies_later_stops_the_pings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer stopped by a bug after the start: the service does not answer for the
+    data it drops with pings; systemd restarts it when WatchdogSec runs out."""
+    state = tmp_path / "state"
+    config = write_config(tmp_path / "bavard.toml", state, speed=2.0)
+    sock = NotifySocket(tmp_path / "notify.sock")
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+                         "WATCHDOG_USEC": "400000"})
+    clock = Monotonic()
+    daemon = Daemon(config, notifier=notifier, silence=2.0, monotonic=clock)
+    runner, result = in_thread(daemon)
+    try:
+        sock.wait_for("READY", "1")
+        sock.wait_for("WATCHDOG", "1", timeout=5)
+
+        def bug(self: writer.Writer) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(writer.Writer, "_expire", bug)
+        store = daemon.store
+        assert store is not None
+        wait_until(lambda: store.state == "stopped", 10)
+        clock.advance(3.0)  # past the writer's allowed silence
+        wait_for_stalled(sock)
+    finally:
+        daemon.request_stop()
+        runner.join(10)
+        sock.close()
+    assert not runner.is_alive() and result == [0]

@@ -10,14 +10,24 @@ Signals (the handlers only set flags; the main thread acts on them):
 
 * SIGTERM, SIGINT: stop the sources, hand what was read to the store, stop the
   uploader (a batch in flight is released, not lost), commit, exit 0: within
-  :data:`STOP_BUDGET` seconds.
-* SIGHUP: read the configuration again. A configuration with problems, or
-  DBCs that cannot be loaded, is rejected with every problem logged, and the
-  running one stays. Otherwise the pipeline and the uploader are rebuilt; the
-  store and what it holds are kept (a changed ``[store]`` needs a restart). The
-  frames of a live bus during the swap (well under a second) are not read.
+  :data:`STOP_BUDGET` seconds. During the start-up (a large configuration may
+  take long to compile) the signal interrupts it at once: exit 0, nothing
+  started is left running.
+* SIGHUP: read the configuration again. The new pipeline is built *before*
+  the running one is touched: DBCs loaded, decoders compiled, sources opened,
+  the uploader's transport and identity made. A configuration with problems,
+  or one that cannot start (DBCs that cannot be loaded, a bus interface that
+  cannot exist here, a log that cannot be opened), is rejected with every
+  problem logged, and the running one goes on untouched. Otherwise the old
+  workers are stopped and the new ones started; the store and what it holds
+  are kept (a changed ``[store]`` needs a restart). A live bus is read by
+  both for a moment: the new source skips the frames the old one already
+  read (by their receive time), so the swap loses or repeats at most the
+  frames of a few milliseconds.
 
-systemd (Type=notify): READY=1 once the sources are open; WATCHDOG=1 only while
+systemd (Type=notify): READY=1 once the store's writer runs and the sources are
+open (a CAN bus absent at start is a ``bus.down``, opened when it appears; a
+store whose writer cannot start is a failed start, before READY=1); WATCHDOG=1 only while
 the pipeline, the store's writer and the uploader show progress (each beats,
 busy or idle: a thread stuck in a call stops the pings and systemd restarts the
 service); a STATUS= line with frames/s, buffer depth and the age of the last
@@ -31,34 +41,42 @@ with backoff and counts the gap).
 
 Exit status: 0 after a stop, 78 (EX_CONFIG) for a configuration that cannot be
 used at start (the unit does not restart on it), 1 for any other failure to start.
+
+Time: ``clock`` (wall clock) stamps events and simulated frames; ``monotonic``
+times everything else (the watchdog's beats, the looks at the buffer, stop
+deadlines, the pipeline's chunks): both injected, for tests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.config import Config, load_config
-from agent.decode.dbc_files import load_dbc
+from agent.config import Config
 from agent.errors import BavardError, ConfigError, StoreError
 from agent.frames import Event
-from agent.pipeline import Pipeline, channel_dbcs
+from agent.pipeline import Pipeline
 from agent.service.notify import Notifier
 from agent.service.watchdog import Watchdog
+from agent.sources.can_bus import CanBusSource
 from agent.store.buffer import Store
 from agent.store.writer import CommitInfo
+from agent.validation import UsableConfig, load_usable_config
 
 if TYPE_CHECKING:  # the upload side is imported only when [upload] is configured
-    from agent.upload.uploader import Uploader
+    from agent.upload.connectivity import InterfaceRules
+    from agent.upload.transport import Transport
+    from agent.upload.uploader import Identity, Uploader
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +95,44 @@ class _Worker:
     stop: threading.Event
 
 
+@dataclass
+class _Upload:
+    """What the uploader of a configuration needs, made (and checked) before it starts."""
+
+    identity: Identity
+    rules: InterfaceRules
+    transport: Transport
+
+
+@dataclass
+class _Prepared:
+    """A configuration made ready to run: every step that may fail is behind it."""
+
+    config: Config
+    pipeline: Pipeline
+    upload: _Upload | None
+
+    def discard(self) -> None:
+        self.pipeline.close()
+        if self.upload is not None:
+            self.upload.transport.close()
+
+
+class _StopDuringStart(BaseException):
+    """SIGTERM or SIGINT while starting: raised by the handler to cut the start-up short
+    (not an Exception: nothing on the way may take it for a failure)."""
+
+
 class Daemon:
     def __init__(self, config_path: Path, *, notifier: Notifier | None = None,
-                 clock: Callable[[], float] = time.time, silence: float = SILENCE) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 silence: float = SILENCE) -> None:
         self.config_path = Path(config_path)
         self.silence = silence
         self.notifier = notifier or Notifier()
         self.clock = clock
+        self.monotonic = monotonic
         self.config: Config | None = None
         self.store: Store | None = None
         self.pipeline: Pipeline | None = None
@@ -93,8 +142,9 @@ class Daemon:
         self._wake = threading.Event()
         self._stop_requested = False
         self._reload_requested = False
-        self.watchdog = Watchdog(self.notifier, status=self.status_line)
-        self._rate = (time.monotonic(), 0)  # (when, frames) for frames/s
+        self._starting = False  # a stop signal now interrupts the start-up
+        self.watchdog = Watchdog(self.notifier, status=self.status_line, clock=monotonic)
+        self._rate = (monotonic(), 0)  # (when, frames) for frames/s
         self._frames_per_s = 0.0
         self._depth = 0
         self._pipeline_ended_logged = False
@@ -110,6 +160,9 @@ class Daemon:
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_stop()
+        if self._starting:  # the main thread is busy starting: interrupt it there
+            self._starting = False
+            raise _StopDuringStart
 
     def _on_reload_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_reload()
@@ -125,33 +178,25 @@ class Daemon:
     # -- life --------------------------------------------------------------------------------
 
     def run(self) -> int:
-        try:
-            config = load_config(self.config_path)
-        except ConfigError as exc:
-            _log_problems(f"{self.config_path}: configuration rejected", exc)
-            return EX_CONFIG
-        try:
-            self.store = Store(config.store, clock=self.clock,
-                               on_commit=self._committed).start()
-        except StoreError as exc:
-            log.error("cannot open the buffer: %s", exc)
-            return 1
         watchdog_stop = threading.Event()
         dog = threading.Thread(target=self.watchdog.run, args=(watchdog_stop,),
                                name="watchdog", daemon=True)
         try:
             try:
-                self._start(config)
-            except ConfigError as exc:
-                _log_problems(f"{self.config_path}: configuration rejected", exc)
-                return EX_CONFIG
-            except BavardError as exc:
-                log.error("cannot start: %s", exc)
-                return 1
+                self._starting = True
+                code = self._start_up()
+                self._starting = False  # the last step: a signal from now on sets a flag
+            except _StopDuringStart:
+                code = 0
+            if code is not None:
+                if code == 0:
+                    log.info("stopped during the start-up")
+                return code
+            assert self.config is not None
             self.watchdog.register("store-writer", self.silence)
             gc.freeze()  # the DBCs and decoders live for ever: keep them out of collections
             self.notifier.ready(self.status_line())
-            channels = ", ".join(f"{c.name} ({c.kind})" for c in config.channels)
+            channels = ", ".join(f"{c.name} ({c.kind})" for c in self.config.channels)
             log.info("running: %s", channels)
             self._event("service.start", f"bavard {__version__}: {channels}")
             dog.start()
@@ -167,17 +212,84 @@ class Daemon:
             self._event("service.stop", "SIGTERM or SIGINT")
             return 0
         finally:
-            deadline = time.monotonic() + STOP_BUDGET - 0.5
+            self._starting = False
+            deadline = self.monotonic() + STOP_BUDGET - 0.5
             self._stop_workers(deadline)
             watchdog_stop.set()
             if self.store is not None:
-                self.store.close(timeout=max(0.5, deadline - time.monotonic()))
+                self.store.close(timeout=max(0.5, deadline - self.monotonic()))
             self.notifier.close()
 
-    def _start(self, config: Config) -> None:
-        """Open the sources and start the pipeline and the uploader for ``config``."""
+    def _start_up(self) -> int | None:
+        """Read the configuration, start the store and the workers: None when running,
+        else the exit status. A stop signal meanwhile raises _StopDuringStart."""
+        log.info("starting bavard %s with %s", __version__, self.config_path)
+        if self._stop_requested:
+            return 0
+        try:
+            usable = self._load()
+        except ConfigError as exc:
+            _log_problems(f"{self.config_path}: configuration rejected", exc)
+            return EX_CONFIG
+        config = usable.config
+        store = Store(config.store, clock=self.clock, on_commit=self._committed)
+        self.store = store  # closed on the way out, whatever happens in start()
+        try:
+            store.start()
+        except StoreError as exc:
+            log.error("cannot open the buffer: %s", exc)
+            return 1
+        try:
+            self._launch(self._prepare(config, usable.databases))
+        except ConfigError as exc:
+            _log_problems(f"{self.config_path}: configuration rejected", exc)
+            return EX_CONFIG
+        except BavardError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        return None
+
+    def _load(self) -> UsableConfig:
+        """The configuration file, checked as ``bavard config check`` checks it (every DBC
+        loaded, the transport built...); its warnings logged. ConfigError otherwise."""
+        usable = load_usable_config(self.config_path)
+        for warning in usable.warnings:
+            log.warning("%s: %s", self.config_path, warning)
+        return usable
+
+    def _prepare(self, config: Config, databases: Mapping[Path, Any] | None = None
+                 ) -> _Prepared:
+        """Every step of starting ``config`` that may fail, and nothing that runs yet:
+        the DBCs loaded (``databases``: those loaded already, by path), the decoders
+        compiled, the sources opened, the uploader's identity and transport made.
+        BavardError when it cannot start."""
+        pipeline = Pipeline.from_config(config, clock=self.monotonic, start_time=self.clock(),
+                                        databases=databases)
+        try:
+            upload = self._prepare_upload(config, pipeline) if config.upload else None
+        except BaseException:
+            pipeline.close()
+            raise
+        return _Prepared(config, pipeline, upload)
+
+    def _prepare_upload(self, config: Config, pipeline: Pipeline) -> _Upload:
+        from agent.service.identity import identity
+        from agent.upload.connectivity import InterfaceRules
+        from agent.upload.transport import open_transport
+
+        upload = config.upload
+        assert upload is not None
+        who = identity(config, pipeline)
+        rules = InterfaceRules.with_overrides(dict(upload.interfaces))
+        return _Upload(who, rules, open_transport(upload.transport()))
+
+    def _launch(self, prepared: _Prepared, previous: Pipeline | None = None) -> None:
+        """Start the workers of a prepared configuration (nothing here fails on the
+        configuration). ``previous``: the pipeline it takes over from, stopped."""
         assert self.store is not None
-        pipeline = Pipeline.from_config(config, start_time=self.clock())
+        config, pipeline = prepared.config, prepared.pipeline
+        if previous is not None:
+            _take_over(previous, pipeline)
         self.config, self.pipeline = config, pipeline
         beat = self.watchdog.register("pipeline", self.silence)
         stop = threading.Event()
@@ -188,29 +300,23 @@ class Daemon:
         self._pipeline_ended_logged = False
         self._gaps = {}  # new sources count their gaps from zero
         thread.start()
-        if config.upload is not None:
-            self._start_uploader(config, pipeline)
+        if prepared.upload is not None:
+            self._start_uploader(config, prepared.upload)
 
-    def _start_uploader(self, config: Config, pipeline: Pipeline) -> None:
-        from agent.service.identity import identity
+    def _start_uploader(self, config: Config, prepared: _Upload) -> None:
         from agent.upload.budget import DataBudget
-        from agent.upload.connectivity import Connectivity, InterfaceRules
-        from agent.upload.transport import open_transport
+        from agent.upload.connectivity import Connectivity
         from agent.upload.uploader import Uploader
 
         upload = config.upload
         assert upload is not None and self.store is not None
-        # Everything that may fail comes before the watchdog beat: a beat registered for
-        # an uploader that never starts would stop the pings, and systemd the service.
-        who = identity(config, pipeline)
-        rules = InterfaceRules.with_overrides(dict(upload.interfaces))
+        # made here, once the old uploader has stopped: it charged the same file until then
         budget = DataBudget(config.store.state_dir, upload.metered_daily_bytes,
                             upload.metered_monthly_bytes, self.clock)
-        transport = open_transport(upload.transport())
         beat = self.watchdog.register("uploader", self.silence)
-        uploader = Uploader(self.store, transport, upload, who,
-                            connectivity=Connectivity(rules), budget=budget, clock=self.clock,
-                            beat=beat)
+        uploader = Uploader(self.store, prepared.transport, upload, prepared.identity,
+                            connectivity=Connectivity(prepared.rules), budget=budget,
+                            clock=self.clock, beat=beat)
         stop = threading.Event()
         thread = threading.Thread(target=uploader.run, args=(stop,), name="uploader",
                                   daemon=True)
@@ -231,7 +337,7 @@ class Daemon:
         pipeline_worker, self._pipeline_worker = self._pipeline_worker, None
         if pipeline_worker is not None:
             pipeline_worker.stop.set()
-            pipeline_worker.thread.join(max(0.1, deadline - 1.0 - time.monotonic()))
+            pipeline_worker.thread.join(max(0.1, deadline - 1.0 - self.monotonic()))
             if pipeline_worker.thread.is_alive():
                 log.error("the pipeline did not stop in time; frames it holds are lost")
             self.watchdog.unregister("pipeline")
@@ -240,7 +346,7 @@ class Daemon:
             uploader_worker.stop.set()
             self.uploader.wake()
             self.uploader.transport.close()  # unblocks a send waiting for its answer
-            uploader_worker.thread.join(max(0.1, deadline - time.monotonic()))
+            uploader_worker.thread.join(max(0.1, deadline - self.monotonic()))
             if uploader_worker.thread.is_alive():
                 log.error("the uploader did not stop in time; its batch comes back at start")
             self.watchdog.unregister("uploader")
@@ -250,38 +356,27 @@ class Daemon:
 
     def _reload(self) -> None:
         log.info("reloading %s", self.config_path)
+        assert self.config is not None
         try:
-            config = load_config(self.config_path)
-            for channel in config.channels:  # DBC problems reject the new configuration
-                if channel.mode != "raw":
-                    for path in channel_dbcs(channel):
-                        load_dbc(path)
-            if config.upload is not None:  # so do a bad URL, CA or a readable private key,
-                from agent.service.identity import id_secret  # and an unusable id secret
-                from agent.upload.transport import open_transport
-
-                open_transport(config.upload.transport()).close()
-                id_secret(config)
-        except BavardError as exc:
-            _log_problems(f"{self.config_path}: new configuration rejected, the running one "
-                          f"stays", exc)
+            usable = self._load()
+            config = usable.config
+            if config.store != self.config.store:
+                log.warning("[store] changed: it takes effect at the next restart")
+                config = dataclasses.replace(config, store=self.config.store)
+            prepared = self._prepare(config, usable.databases)
+        except Exception as exc:  # BavardError, or a bug: either way the running one stays
+            headline = f"{self.config_path}: new configuration rejected, the running one stays"
+            if isinstance(exc, BavardError):
+                _log_problems(headline, exc)
+            else:
+                log.exception("%s: %s", headline, exc)
             self.notifier.status("reload rejected: see the log")
             self._event("service.reload-rejected", str(exc)[:500])
             return
-        assert self.config is not None
         self.notifier.reloading("reloading")
-        if config.store != self.config.store:
-            log.warning("[store] changed: it takes effect at the next restart")
-            config = Config(config.channels, config.selection, config.rules, self.config.store,
-                            config.upload, config.vehicle)
-        old = self.config
-        self._stop_workers(time.monotonic() + STOP_BUDGET - 1.0)
-        try:
-            self._start(config)
-        except BavardError as exc:
-            log.error("the new configuration cannot start (%s); going back to the old one", exc)
-            self._stop_workers(time.monotonic() + 2.0)
-            self._start(old)
+        previous = self.pipeline
+        self._stop_workers(self.monotonic() + STOP_BUDGET - 1.0)
+        self._launch(prepared, previous)
         self.notifier.ready(self.status_line())
         log.info("reloaded")
         self._event("service.reload", str(self.config_path))
@@ -296,7 +391,7 @@ class Daemon:
     def _monitor(self) -> None:
         store = self.store
         assert store is not None
-        now = time.monotonic()
+        now = self.monotonic()
         if now - self._stats_at >= min(STATS_EVERY, self.silence / 4):
             self._stats_at = now
             try:  # a writer that answers within the time is alive
@@ -314,7 +409,7 @@ class Daemon:
         pipeline = self.pipeline
         if pipeline is not None:
             self._bus_events(pipeline)
-            now, frames = time.monotonic(), pipeline.frames_in
+            now, frames = self.monotonic(), pipeline.frames_in
             then, before = self._rate
             if now - then >= 1.0:
                 self._frames_per_s = (frames - before) / (now - then)
@@ -329,21 +424,20 @@ class Daemon:
                                   block=False)
 
     def _bus_events(self, pipeline: Pipeline) -> None:
-        """``bus.down`` and ``bus.up`` events from the CAN sources' gap counters (counted,
-        so a gap that began and ended between two looks still gives both)."""
+        """``bus.down`` and ``bus.up`` events from the sources' gap counters (counted, so
+        a gap that began and ended between two looks still gives both)."""
         for ch in pipeline.channels:
             stats = ch.source.stats
-            gaps = int(getattr(stats, "gaps", 0))
+            gaps = stats.gaps
             name = ch.config.name
             seen, down = self._gaps.get(name, (0, False))
             if gaps > seen:
                 self._event("bus.down", f"{name}: reads failed, reopening (gap {gaps})", 2,
                             name)
                 seen, down = gaps, True
-            if down and not getattr(stats, "in_gap", False):
+            if down and not stats.in_gap:
                 self._event("bus.up", f"{name}: reading again; {gaps} gaps, "
-                                      f"{getattr(stats, 'gap_seconds', 0.0):.1f} s in all",
-                            2, name)
+                                      f"{stats.gap_seconds:.1f} s in all", 2, name)
                 down = False
             self._gaps[name] = (seen, down)
 
@@ -357,6 +451,18 @@ class Daemon:
             age = "never" if last is None else f"{max(0.0, self.clock() - last):,.0f} s ago"
             parts.append(f"upload {uploader.stats.state}, last {age}")
         return ", ".join(parts)
+
+
+def _take_over(previous: Pipeline, pipeline: Pipeline) -> None:
+    """A new CAN source on the bus an old one read skips what the old one read: both
+    were open for a moment, and the new one queued those frames too."""
+    last: dict[str, float | None] = {}
+    for ch in previous.channels:
+        if isinstance(ch.source, CanBusSource):
+            last[ch.source.where] = ch.source.last_timestamp
+    for ch in pipeline.channels:
+        if isinstance(ch.source, CanBusSource):
+            ch.source.skip_through = last.get(ch.source.where)
 
 
 def _log_problems(headline: str, exc: BavardError) -> None:

@@ -4,6 +4,18 @@ A source yields :class:`~agent.frames.Frame` objects from ``frames(stop)``.
 The public method does the shared work (counting, honouring the stop event)
 and calls one private hook, ``_frames``, that each implementation overrides,
 in the style of python-can's ``BusABC.recv`` / ``_recv_internal``.
+
+What the pipeline may rely on for every source, declared here rather than
+looked up by name:
+
+* ``live``: a class attribute, False unless the source reads a bus that does
+  not wait (a live bus cannot be paused: the pipeline drops what finds its
+  queue full instead of blocking the reader);
+* ``on_idle``: None, or a callable the source calls in its reading thread
+  when nothing came for a while (a quiet live bus, a gap starting), so that
+  the pipeline hands on what it holds;
+* ``stats.gaps``, ``stats.in_gap``, ``stats.gap_seconds``: the times reading
+  stopped and came back (always 0 for a log or the simulator).
 """
 
 from __future__ import annotations
@@ -11,9 +23,10 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import ClassVar
 
 from agent.frames import Frame
 
@@ -26,14 +39,23 @@ class SourceStats:
     # kind of problem -> how many times it was seen and skipped
     # (e.g. "comment", "error_frame", "bad_hex", "truncated", "remote")
     skipped: Counter[str] = field(default_factory=Counter)
+    # gaps: reading stopped (a bus that went down or is absent) until it came back
+    gaps: int = 0  # gaps started (counted once each)
+    gap_seconds: float = 0.0  # total length of the gaps that ended
+    in_gap: bool = False  # a gap is going on now
 
 
 class Source(ABC):
     """A stream of frames from one channel."""
 
+    #: a live bus, which does not wait for its reader (see the module's docstring)
+    live: ClassVar[bool] = False
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.stats = SourceStats()
+        #: called in the reading thread when nothing came for a while (live sources)
+        self.on_idle: Callable[[], None] | None = None
         self._closed = False
 
     def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:

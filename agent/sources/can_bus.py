@@ -19,10 +19,26 @@ waited with ``stop.wait(delay)`` so that a stop request ends it at once. The
 gap ends at the first read after a reopen that raises nothing (a frame or a
 quiet timeout): Linux reports ENETDOWN to a socket bound to a down interface
 at its first read, so a clean read means the link is up. Each gap is counted
-once in :class:`CanBusStats` and logged twice at warning level: when it
-starts, and when it ends with its start and length. Only the first open, in
-the constructor, raises :class:`~agent.errors.SourceError` (a wrong interface
-name is a configuration error, not a gap).
+once in the source's stats (``gaps``, ``in_gap``, ``gap_seconds``; the
+reopen attempts in ``reopens``) and logged twice at warning level: when it
+starts, and when it ends with its start and length.
+
+The first open, in the constructor, is treated the same way when the error
+says that the bus is not there *now* (:func:`bus_absent`: a python-can
+``CanError`` such as an adapter's port that does not exist, an ``OSError``
+with an errno such as ENODEV): the source starts in a gap and opens the bus
+on the same backoff once it appears, so an adapter unplugged at start or at
+a reload is a ``bus.down`` for the service, not a failure. An error that no
+wait can cure (an unknown interface name, a vendor library or kernel support
+that is missing, a bad option) raises :class:`~agent.errors.SourceError`: a
+configuration error.
+
+Taking over from another source on the same bus (the service's reload opens
+the new sources before it stops the old ones; SocketCAN and python-can's
+``virtual`` interface let two readers share a bus): ``skip_through`` set to
+the old source's ``last_timestamp`` drops the frames the new one queued while
+the old one was still reading them, up to the first newer frame or the first
+quiet read.
 
 Sources yield frames only, so a gap is not an :class:`~agent.frames.Event`
 here; its counters are in ``stats``.
@@ -30,6 +46,7 @@ here; its counters are in ``stats``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -40,6 +57,7 @@ from typing import Any
 from agent.errors import SourceError
 from agent.frames import Frame
 from agent.sources.base import Source, SourceStats
+from agent.sources.pycan import frame_from_message
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +66,15 @@ RECONNECT_INITIAL = 0.1  # seconds before the first reopen after a read error
 # seconds: the backoff between reopen attempts is capped here. Reopening a socket is
 # cheap, and every second of backoff after the link is back is a second of bus lost.
 RECONNECT_MAX = 1.0
+# errnos of an open that no wait cures: the kernel has no CAN support at all
+_NEVER = frozenset({errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT})
 
 
 @dataclass
 class CanBusStats(SourceStats):
-    """:class:`SourceStats` plus the bus's gaps (read errors until the bus read again)."""
+    """:class:`SourceStats` (with its gap counters) plus the reopen attempts."""
 
-    gaps: int = 0  # gaps started (counted once each, however many reopen attempts)
-    gap_seconds: float = 0.0  # total length of the gaps that ended
     reopens: int = 0  # attempts to open the bus again, successful or not
-    in_gap: bool = False  # a gap is going on now
 
 
 def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
@@ -68,8 +85,23 @@ def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
         delay = min(delay * 2, maximum)
 
 
+def bus_absent(exc: BaseException | None) -> bool:
+    """True when an error opening a bus says it is not there now (it may appear: a gap),
+    False when no wait can cure it (a configuration error)."""
+    import can
+
+    if isinstance(exc, NotImplementedError):  # unknown interface, vendor library missing
+        return False
+    if isinstance(exc, can.CanError):  # e.g. CanInitializationError: no such serial port
+        return True
+    if isinstance(exc, OSError):  # ENODEV, ENXIO, ENETDOWN...; not a missing library
+        return exc.errno is not None and exc.errno not in _NEVER
+    return False
+
+
 class CanBusSource(Source):
-    """A python-can bus, opened on construction, opened again after read errors.
+    """A python-can bus, opened on construction (or, when it is absent then, on the
+    backoff of a gap), opened again after read errors.
 
     ``on_idle``, when set, is called in the reading thread each time the bus
     has been quiet for :data:`RECV_TIMEOUT`, and when a gap starts (the
@@ -77,7 +109,6 @@ class CanBusSource(Source):
     """
 
     live = True
-    on_idle: Callable[[], None] | None = None
     stats: CanBusStats
 
     def __init__(
@@ -112,8 +143,21 @@ class CanBusSource(Source):
         self.reconnect_max = reconnect_max
         self.clock = clock
         self.where = f"{interface}:{channel}"
+        #: the receive timestamp of the last frame yielded (None before the first)
+        self.last_timestamp: float | None = None
+        #: frames stamped at or before this are dropped until a newer one or a quiet read
+        #: (they were read by the source this one takes over from)
+        self.skip_through: float | None = None
         self._lock = threading.Lock()  # the bus is shut down by close() from another thread
-        self.bus: Any | None = self._open_bus()
+        self._gap_started = 0.0  # clock() when the current gap began
+        self._gap_wall = 0.0  # time.time() of the same moment, for the log
+        self.bus: Any | None = None
+        try:
+            self.bus = self._open_bus()
+        except SourceError as exc:
+            if not bus_absent(exc.__cause__):
+                raise
+            self._start_gap(f"cannot open the bus ({exc.__cause__})")
 
     def _open_bus(self) -> Any:
         """A new python-can bus; SourceError when it cannot be opened."""
@@ -122,8 +166,27 @@ class CanBusSource(Source):
         try:
             return can.Bus(interface=self.interface, channel=self.channel,
                            can_filters=self.can_filters, **self.options)
-        except (can.CanError, OSError, ValueError, ImportError, NotImplementedError) as exc:
+        except Exception as exc:  # a foreign library: whatever it raises (even NameError)
             raise SourceError(f"channel {self.name!r}: cannot open {self.where}: {exc}") from exc
+
+    def _start_gap(self, why: str) -> None:
+        stats = self.stats
+        stats.in_gap = True
+        stats.gaps += 1
+        self._gap_started = self.clock()
+        self._gap_wall = time.time()
+        log.warning("channel %s: %s: %s: gap %d started, reopening with backoff", self.name,
+                    self.where, why, stats.gaps)
+
+    def _end_gap(self) -> None:
+        stats = self.stats
+        stats.in_gap = False
+        length = self.clock() - self._gap_started
+        stats.gap_seconds += length
+        log.warning("channel %s: %s: back after a gap of %.3f s that started at %s "
+                    "(gap %d, %d reopen attempts so far)", self.name, self.where, length,
+                    time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self._gap_wall)),
+                    stats.gaps, stats.reopens)
 
     def _frames(self, stop: threading.Event) -> Iterator[Frame]:
         import can
@@ -131,8 +194,7 @@ class CanBusSource(Source):
         name = self.name
         stats = self.stats
         skipped = stats.skipped
-        gap_started = 0.0  # clock() when the current gap began
-        gap_wall = 0.0  # time.time() of the same moment, for the log
+        cut = self.skip_through
         delays = backoff_delays(self.reconnect_initial, self.reconnect_max)
         while not stop.is_set() and not self._closed:
             bus = self.bus
@@ -156,12 +218,7 @@ class CanBusSource(Source):
                 if stop.is_set() or self._closed:
                     break  # the bus was shut down under us on purpose
                 if not stats.in_gap:
-                    stats.in_gap = True
-                    stats.gaps += 1
-                    gap_started = self.clock()
-                    gap_wall = time.time()
-                    log.warning("channel %s: %s: read failed (%s): gap %d started, reopening "
-                                "with backoff", name, self.where, exc, stats.gaps)
+                    self._start_gap(f"read failed ({exc})")
                     if self.on_idle is not None:
                         self.on_idle()
                 else:
@@ -169,26 +226,22 @@ class CanBusSource(Source):
                 self._drop_bus()
                 continue
             if stats.in_gap:
-                stats.in_gap = False
-                length = self.clock() - gap_started
-                stats.gap_seconds += length
+                self._end_gap()
                 delays = backoff_delays(self.reconnect_initial, self.reconnect_max)
-                log.warning("channel %s: %s: back after a gap of %.3f s that started at %s "
-                            "(gap %d, %d reopen attempts so far)", name, self.where, length,
-                            time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(gap_wall)),
-                            stats.gaps, stats.reopens)
             if msg is None:
+                cut = None  # what was queued before is read: the rest is new
                 if self.on_idle is not None:
                     self.on_idle()
                 continue
-            if msg.is_error_frame:
-                skipped["error_frame"] += 1
+            frame = frame_from_message(msg, name, skipped)
+            if frame is None:
                 continue
-            if msg.is_remote_frame:
-                skipped["remote"] += 1
-                continue
-            yield Frame(msg.timestamp, name, msg.arbitration_id, msg.is_extended_id,
-                        msg.is_fd, bytes(msg.data))
+            if cut is not None:
+                if frame.timestamp <= cut:
+                    continue
+                cut = None
+            self.last_timestamp = frame.timestamp
+            yield frame
 
     def _drop_bus(self) -> None:
         with self._lock:
