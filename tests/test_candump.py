@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 from collections import Counter
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from agent.errors import SourceError
 from agent.frames import Frame
 from agent.sources import candump
-from agent.sources.candump import SKIP_KINDS, parse_candump
+from agent.sources.candump import MAX_LINE, SKIP_KINDS, parse_candump, read_lines
 
 GOOD_1 = "(1436509052.249713) vcan0 123#11223344\n"
 GOOD_2 = "(1436509052.349713) vcan0 123#55\n"
@@ -24,8 +25,9 @@ GOOD_2 = "(1436509052.349713) vcan0 123#55\n"
 def parse(
     text: str, path: str = "t.log", warn_limit: int | None = 100
 ) -> tuple[list[Frame], Counter[str]]:
+    """Parse ``text`` as the replay does: cut into lines by read_lines, then parsed."""
     stats: Counter[str] = Counter()
-    lines = text.splitlines(keepends=True)
+    lines = read_lines(io.StringIO(text, newline=""))
     frames = list(parse_candump(lines, path, None, stats, warn_limit=warn_limit))
     return frames, stats
 
@@ -160,6 +162,9 @@ BAD_LINES: list[tuple[str, str]] = [
     ("unsupported", "(1436509052.249713) vcan0 123###00:00:00#11"),
     ("bad_format", "(1436509052.249713) vcan0 123#11 extra"),
     ("bad_format", "hello world"),
+    ("long_line", "A" * (MAX_LINE + 1)),
+    # a good frame, but past the limit: read only as far as the limit, so skipped
+    ("long_line", "(1436509052.249713) vcan0 123#11" + " " * MAX_LINE),
 ]
 
 
@@ -228,6 +233,64 @@ def test_read_error_of_the_lines_is_a_source_error_naming_the_position() -> None
     next(gen)
     with pytest.raises(SourceError, match=r"x\.log\.gz: cannot read past line 2"):
         next(gen)
+
+
+# -- line length -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", [7, 100, 1 << 16])
+def test_lines_are_cut_at_the_limit_whatever_the_block_size(block: int) -> None:
+    """Regression: a line was read whole, however long (a 2 GiB line: 2.1 GB, MemoryError)."""
+    text = f"{GOOD_1}{'B' * 50}\n{'A' * 1000}\n{GOOD_2}{'C' * 30}"
+    got = list(read_lines(io.StringIO(text), limit=40, block=block))
+    assert [type(line).__name__ for line in got] == [
+        "str", "OverlongLine", "OverlongLine", "str", "str"
+    ]
+    assert [got[0], got[3], got[4]] == [GOOD_1[:-1], GOOD_2[:-1], "C" * 30]
+    # an over-long line keeps (at most 100 of) its first characters, for the warning
+    assert 40 < len(got[1]) <= 50 and set(got[1]) == {"B"}
+    assert 40 < len(got[2]) <= 100 and set(got[2]) == {"A"}
+
+
+def test_an_overlong_last_line_without_newline_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    frames, stats = parse(GOOD_1 + GOOD_2 + "7" * (3 * MAX_LINE), path="big.log")
+    assert len(frames) == 2
+    assert stats == Counter({"long_line": 1})
+    assert "big.log:3: line longer than 4096 characters (long_line): '7777" in caplog.text
+
+
+class CountingText(io.TextIOBase):
+    """A text stream of ``size`` characters without a newline, then ``tail``; it records
+    the largest read asked of it."""
+
+    def __init__(self, size: int, tail: str) -> None:
+        self.left = size
+        self.tail = tail
+        self.largest = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> str:
+        assert n is not None and n > 0, "read everything at once"
+        self.largest = max(self.largest, n)
+        if self.left:
+            take = min(n, self.left)
+            self.left -= take
+            return "x" * take
+        out, self.tail = self.tail[:n], self.tail[n:]
+        return out
+
+
+def test_a_huge_line_is_read_in_blocks_and_the_rest_plays() -> None:
+    f = CountingText(1 << 28, "\n" + GOOD_1 + GOOD_2)
+    stats: Counter[str] = Counter()
+    frames = list(parse_candump(read_lines(f), "huge.log", None, stats))
+    assert len(frames) == 2
+    assert stats == Counter({"long_line": 1})
+    assert f.largest <= 1 << 16
 
 
 # -- parity with python-can and properties ---------------------------------------
