@@ -288,7 +288,8 @@ def bench(case: Case, level: int, seconds: float, limit: int | None,
          f", {b.samples:,} samples")
     size("candump text of every frame, zstd-3", b.candump_bytes, b.frames, "bus frame")
     print(f"      ratio {b.batch_bytes / b.candump_bytes:.3f}; left out: {left.unknown:,} "
-          f"frames of unknown ids, {left.not_selected:,} values of unselected signals "
+          f"frames of unknown ids ({left.unknown / max(n, 1):.0%}), {left.not_selected:,} "
+          "values of unselected signals "
           f"(counters, checksums), {left.dropped:,} values the rules drop (unchanged, "
           "within a deadband)")
     print("      checked: the batches hold what the demo's rules keep from cantools' values")
