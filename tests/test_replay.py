@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import json
 import logging
 import os
+import random
 import re
 import subprocess
 import sys
@@ -534,3 +537,246 @@ def test_python_can_corpus_replays_like_python_can(
     assert "truncated" not in problems
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("agent")]
     assert [m for m in ours if "no start time" not in m] == []
+
+
+# -- read once: pipes, FIFOs, standard input (regressions: the log was opened twice) ---------
+
+SAMPLE = ROOT / "tests" / "data" / "sample_drive.log"
+
+
+def feed_in_chunks(fd: int, data: bytes, chunk: int = 1000) -> threading.Thread:
+    """Write ``data`` to ``fd`` in small writes, as `cat` into a pipe does, then close it."""
+
+    def run() -> None:
+        with open(fd, "wb", buffering=0) as f:
+            for at in range(0, len(data), chunk):
+                f.write(data[at : at + chunk])
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def replay_in_thread(path: str | Path, timeout: float = 30.0) -> list[Any]:
+    """[frames, problems, source] of a replay of ``path``, or fail after ``timeout`` s."""
+    result: list[Any] = []
+
+    def run() -> None:
+        frames, problems, source = replay(Path(path))
+        result.extend((frames, problems, source))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"replay of {path} still running after {timeout} s (hangs)"
+    assert result, f"replay of {path} failed (see the captured stderr)"
+    return result
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_a_pipe_opened_by_name_replays_every_line(tmp_path: Path, compress: bool) -> None:
+    """Regression: `cat drive.log | bavard decode /dev/stdin` lost its first ~4 KiB."""
+    data = SAMPLE.read_bytes()
+    expected, _, _ = replay(SAMPLE)
+    read_fd, write_fd = os.pipe()
+    writer = feed_in_chunks(write_fd, gzip.compress(data) if compress else data)
+    try:
+        frames, problems, source = replay_in_thread(f"/dev/fd/{read_fd}")
+    finally:
+        os.close(read_fd)
+    writer.join(5)
+    assert source.compressed == compress  # by its signature: the name says nothing
+    assert problems == {}
+    assert frames == expected
+
+
+def test_the_first_hundred_lines_through_a_pipe_are_a_hundred_frames() -> None:
+    """Regression: `head -100 drive.log | bavard decode /dev/stdin` decoded 4 of 100."""
+    data = b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:100])
+    read_fd, write_fd = os.pipe()
+    feed_in_chunks(write_fd, data, chunk=len(data))
+    try:
+        frames, problems, _ = replay_in_thread(f"/dev/fd/{read_fd}")
+    finally:
+        os.close(read_fd)
+    assert len(frames) == 100
+    assert problems == {}
+
+
+def test_a_named_pipe_replays_and_does_not_hang(tmp_path: Path) -> None:
+    """Regression: a FIFO hung for ever (opened once to sniff, then again to read)."""
+    fifo = tmp_path / "drive.fifo"
+    os.mkfifo(fifo)
+    data = b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:5000])
+
+    def write() -> None:
+        try:
+            with open(fifo, "wb") as f:  # blocks until the replay opens it
+                f.write(data)
+        except BrokenPipeError:  # the old code closed its first reader early
+            pass
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        frames, problems, _ = replay_in_thread(fifo, timeout=20)
+    finally:
+        # unblock whatever still waits on the FIFO (only when the test fails)
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+    assert len(frames) == 5000
+    assert problems == {}
+
+
+STDIN_REPLAY = """
+import sys
+from agent.sources.replay import ReplaySource
+with ReplaySource("in", sys.argv[1]) as source:
+    frames = list(source.frames())
+print(len(frames), source.format, source.compressed, dict(source.problems()))
+"""
+
+
+@pytest.mark.parametrize("name", ["-", "/dev/stdin"])
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_standard_input_replays_every_line(name: str, compress: bool) -> None:
+    data = SAMPLE.read_bytes()
+    out = subprocess.run(
+        [sys.executable, "-c", STDIN_REPLAY, name],
+        input=gzip.compress(data) if compress else data,
+        capture_output=True, cwd=ROOT, timeout=60, check=False,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout.decode().split() == [str(data.count(b"\n")), "candump", str(compress), "{}"]
+
+
+def test_a_log_is_opened_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    real_open = open
+
+    def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    path = write(tmp_path / "a.log", CANDUMP)
+    monkeypatch.setattr("builtins.open", counting_open)
+    frames, _, _ = replay(path)
+    assert frames == CANDUMP_FRAMES
+    assert opened == [str(path)]
+
+
+def test_an_asc_with_an_unparsable_date_through_a_pipe_replays_every_frame() -> None:
+    """The ASC retry with relative timestamps reads the lines already read from memory."""
+    text = ASC.replace("date Sat Sep 30 15:06:13.191 2017", "date Sa 30.09.2017 15:06:13")
+    text = text.replace("Begin Triggerblock Sat Sep 30 15:06:13.191 2017", "Begin Triggerblock")
+    read_fd, write_fd = os.pipe()
+    feed_in_chunks(write_fd, text.encode(), chunk=7)
+    try:
+        frames, problems, source = replay_in_thread(f"/dev/fd/{read_fd}")
+    finally:
+        os.close(read_fd)
+    assert source.format == "asc"
+    assert [f.timestamp for f in frames] == [0.015991, 0.25, 1.0]
+    assert problems == {"error_frame": 1, "remote": 1}
+
+
+# -- logs that are mostly or wholly unreadable -----------------------------------------------
+
+
+def test_random_bytes_named_asc_are_unreadable(tmp_path: Path) -> None:
+    """Regression: random bytes named .asc replayed to 0 frames without a word."""
+    path = tmp_path / "noise.asc"
+    path.write_bytes(random.Random(3).randbytes(5000))
+    frames, _, source = replay(path)
+    assert frames == []
+    reason = source.unreadable()
+    assert reason is not None and reason.startswith(f"{path}: no CAN frame could be read")
+
+
+def test_mostly_bad_lines_are_unreadable_a_few_are_not(tmp_path: Path) -> None:
+    good = "(1.000000) can0 123#11\n"
+    bad = "(1.000000) can0 123#1Z\n"
+    _, _, source = replay(write(tmp_path / "bad.log", good * 5 + bad * 6 + "# note\n" * 50))
+    assert source.unreadable() is None  # 6 bad lines: under the minimum
+    _, _, source = replay(write(tmp_path / "worse.log", good * 5 + bad * 10))
+    assert source.unreadable() == f"{tmp_path / 'worse.log'}: mostly unreadable: 10 bad lines " \
+                                  "or messages for 5 frames (bad_hex 10)"
+    _, _, source = replay(write(tmp_path / "fine.log", good * 20 + bad * 19))
+    assert source.unreadable() is None
+    _, _, source = replay(write(tmp_path / "empty.log", ""))
+    assert source.unreadable() == f"{tmp_path / 'empty.log'}: no CAN frame could be read " \
+                                  "from it (candump log)"
+
+
+def test_a_replay_stopped_early_is_not_called_unreadable(tmp_path: Path) -> None:
+    text = "(1.0) can0 123#11\n" + "(1.0) can0 123#1Z\n" * 20
+    source = ReplaySource("r", write(tmp_path / "a.log", text))
+    stop = threading.Event()
+    with source:
+        frames = source.frames(stop)
+        next(frames)
+        stop.set()
+        assert list(frames) == []
+    assert source.unreadable() is None
+
+
+# -- line length (regression: a 2 GiB line without newline: 2.1 GB, then MemoryError) -------
+
+LONG_LINE_REPLAY = """
+import gzip, json, resource, sys
+from agent.sources.replay import ReplaySource
+source = ReplaySource("r", sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with source:
+    frames = list(source.frames())
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"frames": len(frames), "problems": source.problems(),
+                  "grew_kib": after - before}))
+"""
+
+ASC_LINES = ASC.splitlines(keepends=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "after"),
+    [
+        ("huge.log.gz", "", "".join(CANDUMP.splitlines(keepends=True)[:3])),
+        ("huge.asc.gz", "".join(ASC_LINES[:7]), "".join(ASC_LINES[7:])),
+        ("huge.trc.gz", ";$FILEVERSION=1.1\n;$STARTTIME=45000.5\n",
+         "     1)      1500.0  Rx  0123  2  11 22\n"),
+    ],
+)
+def test_a_64_mib_line_is_skipped_in_bounded_memory(
+    tmp_path: Path, name: str, before: str, after: str
+) -> None:
+    path = tmp_path / name
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(before.encode())
+        block = b"A" * (1 << 20)
+        for _ in range(64):
+            f.write(block)
+        f.write(b"\n" + after.encode())
+    out = subprocess.run([sys.executable, "-c", LONG_LINE_REPLAY, str(path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert result["frames"] >= 1  # the good lines after the long one still play
+    assert result["problems"].get("long_line") == 1
+    assert "reader_error" not in result["problems"]
+    assert result["grew_kib"] < 16 * 1024, result  # the old reader held the whole line
+    assert f"{path}:{before.count(chr(10)) + 1}: line longer than 4096" in out.stderr
+
+
+def test_a_blf_object_larger_than_the_limit_ends_the_replay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "a.blf"
+    write_blf(path, messages(100))
+    data = bytearray(path.read_bytes())
+    at = data.find(b"LOBJ", 100)
+    data[at + 8 : at + 12] = (0xFFFFFF00).to_bytes(4, "little")  # the object's size
+    path.write_bytes(bytes(data))
+    frames, problems, _ = replay(path)
+    assert frames == []
+    assert problems == {"reader_error": 1}
+    assert "more than the 4194304 bytes allowed" in caplog.text
