@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
+import os
+import random
 import re
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +127,118 @@ def test_summary_counts_frames_longer_than_the_dbc(
     records = decode_jsonl(tmp_path, str(log), "--dbc", str(ROOT / "dbc" / "demo_vehicle.dbc"))
     assert len(records) == 2 * len({r["signal"] for r in records})
     assert f"long frames: 0x{int(fid, 16):X} x1" in capsys.readouterr().err
+
+
+# -- standard input and pipes (regression: the log was opened twice) -------------------------
+
+SAMPLE = ROOT / "tests" / "data" / "sample_drive.log"
+DEMO_DBC = ROOT / "dbc" / "demo_vehicle.dbc"
+
+
+def bavard(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], input=stdin,
+                          capture_output=True, cwd=ROOT, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("name", ["-", "/dev/stdin"])
+@pytest.mark.parametrize("lines", [100, 5000])  # 5000 lines: 170 KiB, beyond a pipe's buffer
+def test_a_log_on_standard_input_decodes_like_the_file(
+    tmp_path: Path, name: str, lines: int
+) -> None:
+    """Regression: `cat drive.log | bavard decode /dev/stdin` decoded 84,144 of 84,240
+    frames, `head -100 drive.log | ...` 4 of 100; `-` was not accepted."""
+    text = b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:lines])
+    log = tmp_path / "part.log"
+    log.write_bytes(text)
+    expected = bavard("decode", str(log), "--dbc", str(DEMO_DBC))
+    assert expected.returncode == 0
+    got = bavard("decode", name, "--dbc", str(DEMO_DBC), stdin=text)
+    assert got.returncode == 0, got.stderr.decode()
+    assert got.stdout == expected.stdout
+    frames = text.count(b"\n")
+    assert f"bavard decode: {frames} frames; {frames} decoded".encode() in got.stderr
+    assert b"WARNING" not in got.stderr
+
+
+def test_a_gzip_log_through_a_pipe_decodes() -> None:
+    text = b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:5000])
+    got = bavard("decode", "-", "--dbc", str(DEMO_DBC), stdin=gzip.compress(text))
+    assert got.returncode == 0, got.stderr.decode()
+    assert b"bavard decode: 5000 frames; 5000 decoded;" in got.stderr
+
+
+def test_progress_does_not_count_the_lines_of_a_pipe(tmp_path: Path) -> None:
+    """Counting lines for the progress bar would read a named pipe before the decoder."""
+    from agent.cli.progress import count_lines
+
+    fifo = tmp_path / "p.log"
+    os.mkfifo(fifo)
+    result: list[int | None] = []
+    counter = threading.Thread(target=lambda: result.append(count_lines(str(fifo))), daemon=True)
+    counter.start()
+    counter.join(10)
+    if counter.is_alive():  # it opened the FIFO: release it, then fail
+        os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+    assert result == [None]
+    assert count_lines(str(SAMPLE)) == 84240
+
+
+# -- unreadable logs: a warning and exit status 3 ----------------------------------------------
+
+
+def test_random_bytes_named_asc_are_a_warning_and_status_3(tmp_path: Path) -> None:
+    """Regression: 0 frames, no warning, exit 0."""
+    path = tmp_path / "noise.asc"
+    path.write_bytes(random.Random(5).randbytes(5000))
+    out = bavard("decode", str(path), "--dbc", str(DEMO_DBC))
+    assert out.returncode == 3
+    assert out.stdout == b""
+    assert f"bavard decode: warning: {path}: no CAN frame could be read".encode() in out.stderr
+
+
+def test_a_mostly_unreadable_log_is_status_3_but_still_decoded(tmp_path: Path) -> None:
+    lines = SAMPLE.read_text().splitlines(keepends=True)[:20]
+    path = tmp_path / "mangled.log"
+    path.write_text("".join(lines) + "".join(line.replace("#", "#Z") for line in lines) * 2)
+    out = tmp_path / "out.jsonl"
+    assert main(["decode", str(path), "--dbc", str(DEMO_DBC), "-o", str(out)]) == 3
+    assert len(out.read_text().splitlines()) > 20  # the good frames are still decoded
+    path.write_text("".join(lines) + "".join(line.replace("#", "#Z") for line in lines[:9]))
+    assert main(["decode", str(path), "--dbc", str(DEMO_DBC), "-o", str(out)]) == 0
+
+
+def test_help_documents_stdin_and_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["decode", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "'-' = standard input" in text
+    assert "exit status:" in text
+    assert "\n  3  the log gave no CAN frame at all, or mostly unreadable lines" in text
+
+
+# -- -v / -q after the subcommand (regression: "unrecognized arguments: -v") -----------------
+
+
+@pytest.mark.parametrize("flag", ["-v", "-vv", "--verbose", "-q", "--quiet"])
+def test_log_options_after_the_subcommand(tmp_path: Path, flag: str) -> None:
+    out = tmp_path / "out.jsonl"
+    log = tmp_path / "a.log"
+    log.write_text("".join(SAMPLE.read_text().splitlines(keepends=True)[:10]))
+    assert main(["decode", str(log), "--dbc", str(DEMO_DBC), "-o", str(out), flag]) == 0
+    assert len(out.read_text().splitlines()) > 10
+
+
+def test_log_options_before_and_after_add_up() -> None:
+    from agent.cli.main import build_parser
+
+    for argv, verbose in ((["-v", "decode", "x", "--dbc", "d", "-v"], 2),
+                          (["decode", "x", "--dbc", "d", "-vv"], 2),
+                          (["-vv", "decode", "x", "--dbc", "d"], 2),
+                          (["decode", "x", "--dbc", "d"], 0)):
+        args = build_parser(only="decode").parse_args(argv)
+        assert args.verbose + getattr(args, "sub_verbose", 0) == verbose, argv
+    args = build_parser(only="batch").parse_args(["batch", "inspect", "f", "-q"])
+    assert args.sub_quiet is True
+    args = build_parser(only="config").parse_args(["config", "check", "f", "-v"])
+    assert args.sub_verbose == 1

@@ -15,12 +15,27 @@ from agent.cli.records import flag_names, json_number
 from agent.frames import Sample
 
 HELP = "decode a CAN log (candump, ASC, BLF, TRC; .gz too) through DBC files"
+#: the exit status when the log played to its end but looks unreadable
+UNREADABLE = 3
+EPILOG = f"""\
+The log is read once, as a stream: '-' (or /dev/stdin, a named pipe) works like a
+file, gzip included (recognised by its signature). Lines that are not frames are
+skipped, counted and named (file:line) on stderr; the summary line counts them.
+
+exit status:
+  0  the log was decoded
+  1  an error: the log or a DBC cannot be opened or read, unknown log format
+  2  bad command line
+  {UNREADABLE}  the log gave no CAN frame at all, or mostly unreadable lines (more bad
+     lines than frames, and at least 10): what could be decoded is written, and a
+     warning on stderr says why the log looks wrong
+"""
 
 FIELDS = ("timestamp", "channel", "message", "signal", "value", "unit", "label", "flags")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("log", help="the log file")
+    parser.add_argument("log", help="the log file ('-' = standard input)")
     parser.add_argument("--dbc", action="append", required=True, metavar="FILE",
                         help="DBC file (repeat for several; the first one wins on duplicate ids)")
     parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
@@ -66,13 +81,14 @@ def run(args: argparse.Namespace) -> int:
     databases = [load_dbc(p) for p in args.dbc]
     decoder = ChannelDecoder("log", databases, Selector(args.signals or ("*",)))
     with contextlib.ExitStack() as stack:
-        source = stack.enter_context(ReplaySource("log", args.log, speed=0))
+        source = ReplaySource("log", args.log, speed=0)
+        stack.enter_context(source)
         out: IO[str] = sys.stdout
         if args.output:
             out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline=""))
-        progress = Progress(None, f"decoding {args.log}")
-        if progress.enabled:  # counting is a read of the whole log: only for a terminal
-            progress.total = count_lines(args.log)
+        progress = Progress(None, f"decoding {source.where}")
+        if progress.enabled and not (source.stdin or source.compressed):  # only for a tty:
+            progress.total = count_lines(args.log)  # it reads the whole file once more
         stack.callback(progress.close)
         csv_writer = CsvWriter(out) if args.format == "csv" else None
         chunk: list[Sample] = []
@@ -89,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         samples += len(chunk)
         _write(chunk, out, csv_writer)
     _report(source.stats.frames, samples, source.stats.skipped, decoder)
+    reason = source.unreadable()
+    if reason is not None:
+        print(f"bavard decode: warning: {reason}", file=sys.stderr)
+        return UNREADABLE
     return 0
 
 

@@ -1,8 +1,10 @@
 """Entry point of the ``bavard`` command.
 
 Each subcommand lives in its own module, imported only when chosen, and
-exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
-Logging is configured here and nowhere else.
+exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``,
+and optionally ``EPILOG`` (text shown after its options, e.g. exit statuses).
+Logging is configured here and nowhere else; ``-v``/``-q`` are accepted before
+the subcommand and after it.
 """
 
 from __future__ import annotations
@@ -33,16 +35,30 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(COMMANDS[name])
 
 
+VERBOSE_HELP = "more log output (-vv for debug, -vvv with python-can's own)"
+QUIET_HELP = "only errors in the log"
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``-q`` on a subcommand's parser, counted with those given before it.
+
+    They land in their own attributes (a subcommand's parser starts from a fresh
+    namespace, which would otherwise hide a ``-v`` given before the subcommand),
+    and are absent unless given, so that a nested parser adds to its parent's.
+    """
+    parser.add_argument("-v", "--verbose", action="count", dest="sub_verbose",
+                        default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    parser.add_argument("-q", "--quiet", action="store_true", dest="sub_quiet",
+                        default=argparse.SUPPRESS, help=QUIET_HELP)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bavard", description="Open on-board edge agent for connected vehicles."
     )
     parser.add_argument("--version", action="version", version=f"bavard {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0,
-        help="more log output (-vv for debug, -vvv with python-can's own)"
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
+    parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         if only is not None and name != only:
@@ -50,9 +66,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name)
             continue
         module = _module(name)
-        sub_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        sub_parser = sub.add_parser(name, help=module.HELP, description=module.HELP,
+                                    epilog=getattr(module, "EPILOG", None),
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub_parser)
+        _with_log_options(sub_parser)
     return parser
+
+
+def _with_log_options(parser: argparse.ArgumentParser) -> None:
+    """:func:`add_log_options` on ``parser`` and on its own subcommands (``batch inspect``)."""
+    add_log_options(parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for nested in action.choices.values():
+                _with_log_options(nested)
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
@@ -73,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    verbose = args.verbose + getattr(args, "sub_verbose", 0)
+    quiet = args.quiet or getattr(args, "sub_quiet", False)
     # a service says what it does (start, stop, reload) by default; commands say less
-    configure_logging(args.verbose + (args.command == "run"), args.quiet)
+    configure_logging(verbose + (args.command == "run"), quiet)
     try:
         result: int = _module(args.command).run(args)
     except BavardError as exc:

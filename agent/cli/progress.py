@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import time
 from typing import TextIO
@@ -39,11 +41,14 @@ class Progress:
 
 
 def count_lines(path: str) -> int | None:
-    """Lines in an uncompressed text file (fast); None for compressed or binary logs."""
+    """Lines in an uncompressed regular text file (fast); None for compressed or binary
+    logs, and for anything that is not a regular file (a pipe can be read only once)."""
     if path.endswith((".gz", ".blf")):
         return None
     total = 0
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as f:
             while block := f.read(1 << 20):
                 total += block.count(b"\n")
