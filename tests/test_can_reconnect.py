@@ -22,7 +22,7 @@ import pytest
 
 from agent.errors import SourceError
 from agent.frames import Frame
-from agent.sources.can_bus import CanBusSource, backoff_delays
+from agent.sources.can_bus import CanBusSource, backoff_delays, bus_absent
 
 WATCHDOG = 10.0
 
@@ -181,3 +181,139 @@ def test_close_from_another_thread_is_not_a_gap() -> None:
         watchdog.cancel()
     assert not stop.is_set()
     assert source.stats.gaps == 0
+
+
+class AbsentAtFirst(CanBusSource):
+    """A virtual bus whose adapter is unplugged until ``link`` comes up: opening it fails
+    as python-can fails on a serial adapter's missing port."""
+
+    def __init__(self, link: Link, *args: Any, **kwargs: Any) -> None:
+        self.link = link
+        super().__init__(*args, **kwargs)
+
+    def _open_bus(self) -> Any:
+        if not self.link.up:
+            cause = can.CanInitializationError("could not open port /dev/ttyACM0: [Errno 2] "
+                                               "No such file or directory")
+            raise SourceError(f"cannot open {self.where}: {cause}") from cause
+        return super()._open_bus()
+
+
+def test_a_bus_absent_at_start_is_a_gap_opened_on_the_backoff(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: the first open raised SourceError, so an adapter unplugged when the
+    service started (or reloaded) stopped it; now it is a gap until the bus appears."""
+    channel = f"bavard-reconnect-{uuid.uuid4().hex}"
+    link = Link()
+    link.up = False
+    with caplog.at_level(logging.WARNING, logger="agent.sources.can_bus"):
+        source = AbsentAtFirst(link, "veh", interface="virtual", channel=channel,
+                               reconnect_initial=0.1, reconnect_max=0.5)
+    assert source.bus is None
+    assert source.stats.gaps == 1 and source.stats.in_gap
+    stop = RecordingStop(link, down_waits=4)
+    got: list[Frame] = []
+    with can.Bus(interface="virtual", channel=channel) as sender, \
+            caplog.at_level(logging.WARNING, logger="agent.sources.can_bus"):
+
+        def on_idle() -> None:  # the bus is open and read cleanly: a frame comes
+            if not got:
+                sender.send(can.Message(arbitration_id=0x100, data=b"\x01"))
+
+        source.on_idle = on_idle
+        watchdog = threading.Timer(WATCHDOG, stop.set)
+        watchdog.start()
+        try:
+            for frame in source.frames(stop):
+                got.append(frame)
+                break
+        finally:
+            watchdog.cancel()
+            source.close()
+    assert not stop.is_set(), "the watchdog had to stop the source"
+    assert [(f.arbitration_id, f.data) for f in got] == [(0x100, b"\x01")]
+    assert stop.delays == [0.1, 0.2, 0.4, 0.5]  # the reads' backoff
+    assert source.stats.reopens == 4 and source.stats.gaps == 1
+    assert not source.stats.in_gap and source.stats.gap_seconds > 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "cannot open the bus" in warnings[0] and "gap 1 started" in warnings[0]
+    assert "back after a gap of" in warnings[1]
+
+
+def test_what_no_wait_cures_is_still_a_configuration_error() -> None:
+    assert bus_absent(can.CanInitializationError("no such port"))
+    assert bus_absent(OSError(errno.ENODEV, "No such device"))
+    assert not bus_absent(can.CanInterfaceNotImplementedError("Unknown interface"))
+    assert not bus_absent(ImportError("no vendor module"))
+    assert not bus_absent(OSError("pcanbasic library not found."))  # no errno: a library
+    assert not bus_absent(OSError(errno.EAFNOSUPPORT, "Address family not supported"))
+    assert not bus_absent(NameError("canGetNumberOfChannels"))  # python-can's own surprise
+    with pytest.raises(SourceError, match="cannot open no_such_interface:x"):
+        CanBusSource("veh", interface="no_such_interface", channel="x")
+
+
+def test_a_source_taking_over_skips_what_the_old_one_read() -> None:
+    """The service's reload opens the new source before it stops the old one: both queue
+    the same frames for a moment, and the new one must not store them twice."""
+    channel = f"bavard-reconnect-{uuid.uuid4().hex}"
+    stop = threading.Event()
+    watchdog = threading.Timer(WATCHDOG, stop.set)
+    watchdog.start()
+
+    def message(i: int) -> can.Message:
+        return can.Message(timestamp=1_700_000_000.0 + i, arbitration_id=0x100 + i,
+                           data=bytes([i]))
+
+    try:
+        with can.Bus(interface="virtual", channel=channel, preserve_timestamps=True) as sender:
+            old = CanBusSource("veh", interface="virtual", channel=channel)
+            for i in range(3):
+                sender.send(message(i))
+            new = CanBusSource("veh", interface="virtual", channel=channel)  # opened now
+            for i in range(3, 6):
+                sender.send(message(i))
+            read = []
+            for frame in old.frames(stop):  # the old one reads on until it is stopped
+                read.append(frame.arbitration_id)
+                if len(read) == 5:
+                    break
+            old.close()
+            assert read == [0x100, 0x101, 0x102, 0x103, 0x104]
+            assert old.last_timestamp == 1_700_000_004.0
+            new.skip_through = old.last_timestamp
+            sender.send(message(6))
+            taken = []
+            for frame in new.frames(stop):
+                taken.append(frame.arbitration_id)
+                if len(taken) == 2:
+                    break
+            new.close()
+    finally:
+        watchdog.cancel()
+    assert not stop.is_set()
+    assert taken == [0x105, 0x106]  # 0x103 and 0x104 were the old one's
+
+
+def test_a_29_bit_id_marked_11_bit_by_python_can_is_29_bit_on_the_live_bus() -> None:
+    """Regression: the live bus kept python-can's flag for an id above 0x7FF (the replay
+    readers already fixed it): a decoder keyed by (id, extended) missed the message."""
+    channel = f"bavard-reconnect-{uuid.uuid4().hex}"
+    stop = threading.Event()
+    watchdog = threading.Timer(WATCHDOG, stop.set)
+    watchdog.start()
+    try:
+        with CanBusSource("veh", interface="virtual", channel=channel) as source, \
+                can.Bus(interface="virtual", channel=channel) as sender:
+            sender.send(can.Message(arbitration_id=0x18FEF521, is_extended_id=False,
+                                    data=b"\x01\x02"))
+            sender.send(can.Message(arbitration_id=0x7FF, is_extended_id=False, data=b""))
+            frames = []
+            for frame in source.frames(stop):
+                frames.append(frame)
+                if len(frames) == 2:
+                    break
+    finally:
+        watchdog.cancel()
+    assert [(f.arbitration_id, f.is_extended) for f in frames] == [
+        (0x18FEF521, True), (0x7FF, False)]

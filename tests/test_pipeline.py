@@ -338,10 +338,9 @@ class _Failing(Source):
         raise RuntimeError("surprise")
 
 
-def pipeline_of(source: Source) -> Pipeline:
-    config = ChannelConfig(name=source.name, simulate=True)
-    return Pipeline([ChannelRuntime(config, source, ChannelDecoder(source.name, []))],
-                    RuleSet())
+def pipeline_of(*sources: Source) -> Pipeline:
+    return Pipeline([ChannelRuntime(ChannelConfig(name=s.name, simulate=True), s,
+                                    ChannelDecoder(s.name, [])) for s in sources], RuleSet())
 
 
 def test_an_unexpected_source_error_is_recorded() -> None:
@@ -365,12 +364,42 @@ def test_stop_returns_even_when_a_source_ignores_it() -> None:
     try:
         started = time.monotonic()
         run(pipeline, lambda samples: None, stop, timeout=15)
-        # run() joins each reader for 5 s at most, then returns
-        assert time.monotonic() - started < 0.5 + 5 + STOP_BOUND
+        # run() joins the readers for JOIN_BUDGET at most, then returns
+        assert time.monotonic() - started < 0.5 + agent.pipeline.JOIN_BUDGET + STOP_BOUND
     finally:
         timer.cancel()
         release.set()
     assert pipeline.frames_in == 0  # the reader's chunk never reached the queue
+
+
+def test_readers_that_ignore_stop_are_joined_within_one_budget_together() -> None:
+    """Regression: run() joined each stuck reader for 5 s, one after the other (15 s for
+    three), while the service has 5 s from SIGTERM to exit."""
+    release = threading.Event()
+    pipeline = pipeline_of(*(_Failing(f"veh{i}", hang=release) for i in range(3)))
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    try:
+        started = time.monotonic()
+        run(pipeline, lambda samples: None, stop, timeout=30)
+        took = time.monotonic() - started
+    finally:
+        timer.cancel()
+        release.set()
+    assert took < 0.5 + agent.pipeline.JOIN_BUDGET + STOP_BOUND, f"{took:.1f} s"
+    assert agent.pipeline.JOIN_BUDGET + 1.0 < 5.0  # it fits in the daemon's STOP_BUDGET
+
+
+def test_dbcs_loaded_already_are_used_not_loaded_again(db: Any) -> None:
+    """The daemon hands the DBCs its validation loaded to the pipeline."""
+    config = parse_config(config_text(SAMPLE), base_dir=ROOT)
+    pipeline = Pipeline.from_config(config, databases={DBC: db})
+    try:
+        (channel,) = pipeline.channels
+        assert channel.databases == [db] and channel.databases[0] is db
+    finally:
+        pipeline.close()
 
 
 # -- a live bus: python-can's virtual interface --------------------------------------------
