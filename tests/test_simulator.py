@@ -347,3 +347,68 @@ def test_stop_interrupts_a_paced_run() -> None:
         if len(frames) == 50:
             stop.set()
     assert len(frames) == 50
+
+
+# --- simulate -o: the format the name says (regression: always candump text) ------------------
+
+
+def decoded(tmp_path: Path, log: Path) -> list[dict[str, Any]]:
+    import json
+
+    out = tmp_path / (log.name + ".jsonl")
+    assert main(["decode", str(log), "--dbc", str(demo_dbc_path()), "-o", str(out)]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_every_log_format_reads_back_to_the_same_samples(tmp_path: Path) -> None:
+    """Regression: `-o d.log.gz` wrote plain text (decode failed), `-o d.asc` candump text
+    (decode said 0 frames)."""
+    reference = tmp_path / "d.log"
+    assert main(["simulate", "-o", str(reference), "--duration", "8"]) == 0
+    expected = decoded(tmp_path, reference)
+    assert len(expected) > 10_000
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["message"], r["signal"], r["value"], r.get("label"), r.get("flags")
+
+    for name, magic in [("d.log.gz", b"\x1f\x8b"), ("d.candump.gz", b"\x1f\x8b"),
+                        ("d.asc", b"date "), ("d.asc.gz", b"\x1f\x8b"), ("d.blf", b"LOGG"),
+                        ("d.trc", b";$FILEVERSION=2.1"), ("D.TRC.GZ", b"\x1f\x8b")]:
+        path = tmp_path / name
+        assert main(["simulate", "-o", str(path), "--duration", "8"]) == 0
+        assert path.read_bytes().startswith(magic), name
+        got = decoded(tmp_path, path)
+        assert [key(r) for r in got] == [key(r) for r in expected], name
+        for mine, theirs in zip(got, expected, strict=True):
+            assert abs(mine["timestamp"] - theirs["timestamp"]) <= 1e-6, name
+
+
+def test_gzip_output_is_reproducible(tmp_path: Path) -> None:
+    a, b = tmp_path / "a" / "d.log.gz", tmp_path / "b" / "d.log.gz"
+    for path in (a, b):
+        path.parent.mkdir()
+        assert main(["simulate", "-o", str(path), "--duration", "2"]) == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["d.xyz", "d.blf.gz", "d", "d.gz"])
+def test_an_unknown_ending_is_refused_and_nothing_written(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "-o", str(tmp_path / name), "--duration", "1"]) == 2
+    assert list(tmp_path.iterdir()) == []
+    err = capsys.readouterr().err
+    assert f"{tmp_path / name}:" in err
+    assert ".asc" in err or "write d.blf" in err
+
+
+def test_a_can_fd_frame_is_refused_for_trc(tmp_path: Path) -> None:
+    from agent.errors import BavardError
+    from agent.sources.simulator import write_log
+
+    frames = [Frame(1.0, "can0", 0x10, False, False, b"\x01"),
+              Frame(1.5, "can0", 0x11, False, True, bytes(12))]
+    with pytest.raises(BavardError, match="CAN FD"):
+        write_log(frames, tmp_path / "fd.trc")
+    assert write_log(frames, tmp_path / "fd.blf") == 2
+    assert write_log(frames, tmp_path / "fd.asc") == 2

@@ -1,4 +1,4 @@
-"""``bavard simulate``: the simulated demo vehicle onto a CAN bus or into a candump log."""
+"""``bavard simulate``: the simulated demo vehicle onto a CAN bus or into a log file."""
 
 from __future__ import annotations
 
@@ -8,17 +8,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from agent.errors import BavardError, SourceError
+from agent.errors import SourceError
 from agent.frames import Frame
 from agent.sources.simulator import (
     DEFAULT_CHANNEL,
     DEFAULT_CYCLE_LENGTH,
     SimulatorSource,
+    output_format,
     send_to_bus,
     write_candump,
+    write_log,
 )
 
-HELP = "drive the simulated vehicle onto a CAN bus (python-can) or into a candump log"
+HELP = "drive the simulated vehicle onto a CAN bus (python-can) or into a log file"
+EPILOG = """\
+log formats (--output), by the file name's ending:
+  .log .candump .txt   candump -l text ('-' = standard output)
+  .log.gz ...          the same, gzip-compressed
+  .asc  .asc.gz        Vector ASCII (python-can's ASCWriter)
+  .blf                 Vector BLF (python-can's BLFWriter)
+  .trc  .trc.gz        PEAK trace 2.1 (python-can's TRCWriter; no CAN FD)
+any other ending is refused. Every format reads back with `bavard decode`.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="0 = as fast as possible, 1 = real time, N = N times "
                              "(default: 0 into a file, 1 onto a bus)")
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--output", "-o", metavar="FILE.log",
-                        help="write a candump -l log ('-' = standard output)")
+    target.add_argument("--output", "-o", metavar="FILE",
+                        help="write a log, in the format its name ends with: .log (candump), "
+                             ".log.gz, .asc, .blf, .trc (see below; '-' = candump to "
+                             "standard output)")
     target.add_argument("--interface", metavar="NAME",
                         help="python-can interface: socketcan, virtual, pcan, ...")
     parser.add_argument("--channel", metavar="CH",
@@ -47,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
     if args.interface and not args.channel:
         print("bavard simulate: --interface needs --channel", file=sys.stderr)
         return 2
+    if args.output and args.output != "-":
+        try:
+            output_format(args.output)
+        except ValueError as exc:
+            print(f"bavard simulate: {exc}", file=sys.stderr)
+            return 2
     speed = args.speed if args.speed is not None else (0.0 if args.output else 1.0)
     channel = args.channel or DEFAULT_CHANNEL
     try:
@@ -92,10 +111,7 @@ def _to_file(frames: Iterator[Frame], output: str) -> str:
         out: TextIO = sys.stdout
         write_candump(frames, out)
         return "standard output"
-    try:
-        write_candump(frames, Path(output))
-    except OSError as exc:
-        raise BavardError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    write_log(frames, output)  # raises BavardError itself
     return output
 
 

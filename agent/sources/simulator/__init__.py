@@ -16,7 +16,14 @@ microsecond; ``speed`` paces them (0 = as fast as possible, 1 = real time).
 
 from agent.sources.simulator.codec import _Codec as _Codec  # private; the tests use it
 from agent.sources.simulator.codec import checksum_ok
-from agent.sources.simulator.output import candump_line, send_to_bus, write_candump
+from agent.sources.simulator.output import (
+    LOG_SUFFIXES,
+    candump_line,
+    output_format,
+    send_to_bus,
+    write_candump,
+    write_log,
+)
 from agent.sources.simulator.plan import DEFAULT_CYCLE_LENGTH, Manoeuvre, Phase, drive_plan
 from agent.sources.simulator.source import (
     DEFAULT_CHANNEL,
@@ -30,6 +37,7 @@ __all__ = [
     "DEFAULT_CHANNEL",
     "DEFAULT_CYCLE_LENGTH",
     "DEFAULT_START_TIME",
+    "LOG_SUFFIXES",
     "SLOW_STEPS",
     "STEP_US",
     "Manoeuvre",
@@ -40,6 +48,8 @@ __all__ = [
     "checksum_ok",
     "drive_cycle_frames",
     "drive_plan",
+    "output_format",
     "send_to_bus",
     "write_candump",
+    "write_log",
 ]
