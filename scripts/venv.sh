@@ -1,6 +1,8 @@
 # Sourced by the other scripts: make (or reuse) the project's virtualenv in
 # .venv and install bavard into it. Usage: . scripts/venv.sh [EXTRA]
-# EXTRA "test" also installs the test tools. Needs python3 and python3-venv.
+# EXTRA "test" also installs the test tools; "" installs bavard alone (always pass
+# it: `. venv.sh` without arguments hands venv.sh the caller's own $1). Needs
+# python3 and python3-venv.
 set -eu
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${BAVARD_VENV:-$ROOT/.venv}
@@ -11,6 +13,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   }
 fi
 want=${1:-}
+case "$want" in
+  "" | test) ;;
+  *)
+    echo "venv.sh: unknown EXTRA '$want' (known: test); a script that sources venv.sh" \
+         "must pass it explicitly, or \"\" for none: sourced bare, it sees the script's own \$1" >&2
+    exit 2
+    ;;
+esac
 stamp="$VENV/.bavard-installed${want:+-$want}"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2 || true

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from agent.errors import StoreError
 from agent.store import DB_NAME, DEFAULT_STATE_DIR, BufferStats, read_stats_file
 
 HELP = "show the local buffer: depth per class, oldest item, quota, evictions, dead letters"
@@ -27,12 +28,27 @@ def run(args: argparse.Namespace) -> int:
         from agent.config import load_config
 
         state_dir = load_config(args.config).store.state_dir
+    _check_there(state_dir)
     stats = read_stats_file(state_dir / DB_NAME, time.time())
     if args.json:
         print(json.dumps(stats.to_dict(), indent=2, sort_keys=True))
     else:
         print(render(stats))
     return 0
+
+
+def _check_there(state_dir: Path) -> None:
+    """StoreError saying what is missing, and where the buffer may be instead."""
+    if (state_dir / DB_NAME).exists():
+        return
+    if not state_dir.is_dir():
+        raise StoreError(f"no buffer: {state_dir} is not a directory")
+    nested = state_dir / "state" / DB_NAME
+    hint = (f"; there is one in {nested.parent}: --state-dir {nested.parent}"
+            if nested.is_file() else
+            "; the agent's state directory is [store] state_dir of its configuration "
+            "(--config FILE reads it from there)")
+    raise StoreError(f"no buffer in {state_dir} (no {DB_NAME} there){hint}")
 
 
 def render(stats: BufferStats) -> str:

@@ -5,11 +5,15 @@ with the embedded demo configuration, its buffer in a temporary directory, and
 an ``[upload]`` to the reference receiver (agent.receiver) listening on
 127.0.0.1. At the end the sources stop, the buffer drains to the receiver, and
 the receiver's summary shows what arrived.
+
+By default the whole drive cycle plays (cold start, city, highway, harsh
+brake, parking: 240 s of vehicle time) at ten times real time, so in about 24 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import threading
@@ -18,26 +22,41 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent.sources.simulator.plan import DEFAULT_CYCLE_LENGTH
+
 HELP = "drive the simulated vehicle through the agent to a receiver on this machine, live"
 DRAIN_SECONDS = 15.0  # at the end: how long the buffer may take to reach the receiver
+DEFAULT_SPEED = 10.0  # the 240 s drive cycle in about 24 s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=float, default=20.0,
-                        help="seconds of wall time to run (default 20; 0 = the whole drive)")
-    parser.add_argument("--speed", type=float, default=1.0,
-                        help="simulation speed: 1 = real time, 10 = ten times, 0 = flat out")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="stop after this many seconds of wall time (default 0: when the "
+                             "drive cycle ends)")
+    parser.add_argument("--speed", type=float, default=DEFAULT_SPEED,
+                        help=f"simulation speed: 1 = real time, 10 = ten times, 0 = flat out "
+                             f"(default {DEFAULT_SPEED:g}: the whole drive cycle in about "
+                             f"{DEFAULT_CYCLE_LENGTH / DEFAULT_SPEED:.0f} s)")
     parser.add_argument("--seed", type=int, default=1, help="simulator seed")
     parser.add_argument("--dir", type=Path, default=None,
-                        help="keep the buffer and the receiver's database here "
-                             "(default: a temporary directory, removed at the end)")
+                        help="keep the buffer (DIR/state) and the receiver's database "
+                             "(DIR/received) here (default: a temporary directory, removed "
+                             "at the end)")
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's, non-ASCII left as it is)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def demo_config(state: Path, url: str, seed: int, speed: float) -> str:
+    """The demo's configuration; ``state`` should be absolute (a relative path would be
+    taken relative to the configuration file's directory)."""
     text = resources.files("agent").joinpath("defaults/demo.toml").read_text(encoding="utf-8")
     text = text.replace("seed = 1", f"seed = {seed}").replace("speed = 1.0", f"speed = {speed}")
-    return text + (f'\n[store]\nstate_dir = "{state}"\ncommit_interval = 0.5\n'
-                   f'\n[upload]\nurl = "{url}"\nbatch_seconds = 10.0\nlinger = 3.0\n')
+    return text + (f"\n[store]\nstate_dir = {_toml_string(str(state))}\ncommit_interval = 0.5\n"
+                   f"\n[upload]\nurl = {_toml_string(url)}\nbatch_seconds = 10.0\n"
+                   f"linger = 3.0\n")
 
 
 def render(daemon: Any, receiver: Any, elapsed: float, out: TextIO) -> None:
@@ -76,14 +95,16 @@ def run(args: argparse.Namespace) -> int:
     from agent.service.daemon import Daemon
 
     with tempfile.TemporaryDirectory(prefix="bavard-demo-") as tmp:
-        base = args.dir or Path(tmp)
+        # absolute once and for all: the configuration file resolves relative paths
+        # against its own directory (--dir demo1 gave demo1/demo1/state)
+        base = (args.dir.expanduser() if args.dir else Path(tmp)).resolve()
         base.mkdir(parents=True, exist_ok=True)
         (base / "state").mkdir(exist_ok=True)
         receiver = Receiver.open(base / "received")
         server = serve(receiver, "127.0.0.1", 0)
         config = base / "demo.toml"
         config.write_text(demo_config(base / "state", server.url, args.seed,
-                                      max(args.speed, 0.0)))
+                                      max(args.speed, 0.0)), encoding="utf-8")
         daemon = Daemon(config)
         result: list[int] = []
         worker = threading.Thread(target=lambda: result.append(daemon.run()), name="agent",
@@ -121,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
         if args.dir is None:
             sys.stdout.write("(the demo's buffer and receiver database were in a temporary "
                              "directory; --dir DIR keeps them)\n")
+        else:
+            sys.stdout.write(f"the agent's buffer: bavard buffer --state-dir {base / 'state'}\n"
+                             f"its configuration: {config}\n")
     return result[0] if result else 1
 
 
