@@ -56,6 +56,30 @@ MIN_PERIOD = Range(0, DAY)
 MAX_PERIOD = Range(0, DAY, open_low=True)
 DEADBAND = Range(0, 1e12)
 
+
+
+def number_ranges() -> dict[str, Range]:
+    """Every number of the configuration with its range, by key (``channels[].speed``);
+    docs/config.md lists each one."""
+    from agent.store.settings import RANGES as STORE
+    from agent.upload.settings import PORTS
+    from agent.upload.settings import RANGES as UPLOAD
+
+    return {
+        "channels[].bitrate": BITRATE,
+        "channels[].data_bitrate": DATA_BITRATE,
+        "channels[].seed": SEED,
+        "channels[].speed": SPEED,
+        "channels[].channel": CHANNEL_NUMBER,
+        "signals[].min_period": MIN_PERIOD,
+        "signals[].max_period": MAX_PERIOD,
+        "signals[].deadband": DEADBAND,
+        **{f"store.{name}": allowed for name, allowed in STORE.items()},
+        **{f"upload.{name}": allowed for name, allowed in UPLOAD.items()},
+        "upload.url (port)": PORTS,
+    }
+
+
 # Before counters and checksums were recognised by name (agent.volatile), these
 # case-sensitive globs were the default of selection.volatile. The default is now
 # no extra pattern; kept only for the benchmark scripts that still pass them.

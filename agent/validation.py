@@ -83,8 +83,8 @@ def glob_warnings(config: Config, databases: Iterable[Any]) -> list[str]:
     """A warning for each glob of ``[selection]`` and ``[[signals]]`` that matches no
     signal of ``databases`` (nothing when there is no database: raw channels only)."""
     databases = list(databases)
-    if not databases:
-        return []
+    if not any(m.signals for db in databases for m in db.messages):
+        return []  # no signal at all (raw channels only, empty DBCs): said otherwise
     selection = config.selection
     out: list[str] = []
     for name, globs, case_sensitive in (

@@ -313,3 +313,103 @@ def test_whole_sample_drive_equals_cantools() -> None:
             compared += len(got)
     assert compared == 477_840
     assert decoder.stats.decoded == 84_240
+
+
+# -- layering and DBC bounds (issue 9: 5.5, 4.2, 6.4) ------------------------------------
+
+
+def test_decode_does_not_import_policy() -> None:
+    """decode/ is below policy/: the glob matching both need lives in agent.globs."""
+    import ast
+
+    from tests.conftest import ROOT
+
+    for path in sorted((ROOT / "agent" / "decode").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "agent.policy" or n.startswith("agent.policy.")
+                           for n in names), (path.name, names)
+
+
+def test_empty_and_garbage_dbcs_are_errors_with_a_reason(tmp_path: Path) -> None:
+    (tmp_path / "empty.dbc").write_bytes(b"")
+    with pytest.raises(DbcError, match=r"empty\.dbc: not a loadable DBC: the file is empty"):
+        load_dbc(tmp_path / "empty.dbc")
+    (tmp_path / "blank.dbc").write_bytes(b"\n \r\n")
+    with pytest.raises(DbcError, match="the file is empty"):
+        load_dbc(tmp_path / "blank.dbc")
+    (tmp_path / "garbage.dbc").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DbcError) as info:
+        load_dbc(tmp_path / "garbage.dbc")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'garbage.dbc'}:1: not a loadable DBC: Invalid")
+    assert message.isprintable()  # the bytes cantools quotes are escaped
+
+
+def test_dbc_over_the_size_limit_is_refused_with_its_size(tmp_path: Path) -> None:
+    from agent.decode.dbc_files import MAX_DBC_BYTES
+
+    path = tmp_path / "huge.dbc"
+    with path.open("wb") as f:  # sparse: nothing is written, nothing must be read
+        f.truncate(50 * 1024 * 1024)
+    with pytest.raises(DbcError, match=rf"huge\.dbc: not loaded: 52_428_800 bytes, over the "
+                                       rf"limit of {MAX_DBC_BYTES:_} bytes"):
+        load_dbc(path)
+
+
+def test_a_long_comment_is_refused_before_cantools_parses_it(tmp_path: Path) -> None:
+    """A 1 MiB comment made cantools' tokenizer use 248 MiB (5 MiB: 1.1 GiB)."""
+    from agent.decode.dbc_files import MAX_STRING_CHARS
+
+    path = tmp_path / "comment.dbc"
+    lines = "\n".join("x" * 99 for _ in range(10_486))  # over several lines: no help
+    path.write_text(f'VERSION ""\nBS_:\nBU_: X\nBO_ 100 M: 8 X\n SG_ A : 0|8@1+ (1,0) [0|255] '
+                    f'"" X\nCM_ SG_ 100 A "{lines}";\n')
+    with pytest.raises(DbcError, match=rf"comment\.dbc:6: not loaded: a quoted string \(a "
+                                       rf"comment\?\) of 1_048_599 characters, over the limit "
+                                       rf"of {MAX_STRING_CHARS:_}"):
+        load_dbc(path)
+    # at the limit, with escaped quotes inside, it loads
+    text = "y" * (MAX_STRING_CHARS - 5) + '\\"x\\"'
+    path.write_text(f'VERSION ""\nBS_:\nBU_: X\nBO_ 100 M: 8 X\n SG_ A : 0|8@1+ (1,0) [0|255] '
+                    f'"" X\nCM_ SG_ 100 A "{text}";\n')
+    assert load_dbc(path).messages[0].signals[0].comment.startswith("yyy")
+
+
+def test_longest_string_follows_cantools_escapes() -> None:
+    from agent.decode.dbc_files import longest_string
+
+    assert longest_string('a "bc" d "efgh" i') == (4, 9)
+    assert longest_string(r'"a\"b" "c"') == (4, 0)
+    assert longest_string('x "unterminated') == (12, 2)
+    assert longest_string("no strings") == (0, 0)
+    assert longest_string('""') == (0, 0)
+
+
+def test_a_fifo_or_a_device_as_dbc_is_refused_without_waiting(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.dbc"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_dbc(fifo)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # old behaviour: blocked in open(); release it, then fail
+        with open(fifo, "wb"):
+            pass
+        thread.join(5)
+        pytest.fail("load_dbc waited on a FIFO")
+    assert len(outcome) == 1 and isinstance(outcome[0], DbcError)
+    assert "not a regular file" in str(outcome[0])
+    with pytest.raises(DbcError, match="not a regular file"):
+        load_dbc(Path("/dev/null"))

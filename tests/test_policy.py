@@ -77,3 +77,99 @@ def test_backwards_timestamps_do_not_stall_a_signal() -> None:
     points = [(10.0, 1.0), (5.0, 2.0), (5.05, 3.0)]
     kept = run([SignalRule(match="*", min_period=1.0)], points)
     assert kept == [(10.0, 1.0), (5.0, 2.0)]
+
+
+# -- compiled globs (agent.globs) -------------------------------------------------------
+
+from fnmatch import fnmatchcase  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from agent.globs import FEW, GlobSet, literal_runs, unmatched_globs  # noqa: E402
+
+
+def naive_first(patterns: list[str], message: str, signal: str) -> int | None:
+    """The rule of the docs, written again with fnmatch: the first glob that matches."""
+    for i, p in enumerate(patterns):
+        if fnmatchcase(f"{message}.{signal}" if "." in p else signal, p):
+            return i
+    return None
+
+
+NAME = st.text("abAB_1", min_size=1, max_size=4)
+GLOB = st.text("abAB_1*?.[]!", min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(GLOB, max_size=3 * FEW), NAME, NAME)
+def test_globset_first_is_the_first_matching_glob(patterns: list[str], message: str,
+                                                  signal: str) -> None:
+    assert GlobSet(patterns).first(message, signal) == naive_first(patterns, message, signal)
+
+
+def test_globset_literal_and_wildcard_order_and_case() -> None:
+    globs = GlobSet(["Engine.Rpm*", "Rpm", "*", "Engine.Rpm"])
+    assert globs.first("Engine", "Rpm") == 0
+    assert globs.first("Gear", "Rpm") == 1
+    assert globs.first("Gear", "X") == 2
+    assert GlobSet(["x", "Engine.Rpm"]).first("Engine", "Rpm") == 1
+    assert GlobSet(["rpm"]).first("Engine", "Rpm") is None
+    assert GlobSet(["rpm", "ENGINE.*"], case_sensitive=False).first("Engine", "Rpm") == 0
+    assert GlobSet(["ENGINE.*"], case_sensitive=False).first("Engine", "Rpm") == 0
+    assert not GlobSet([]).matches("Engine", "Rpm")
+
+
+def test_rules_first_match_wins_among_many_rules() -> None:
+    """10,000 rules, literal and wildcard mixed: each signal gets the first that matches
+    (RuleSet used to run fnmatch over every rule for every signal)."""
+    rules = [SignalRule(match=f"Msg{i}.Sig{i}", min_period=float(i)) for i in range(9_000)]
+    rules += [SignalRule(match=f"Msg{i}?.*", min_period=1e4 + i) for i in range(999)]
+    rules.append(SignalRule(match="*", min_period=99_999.0))
+    ruleset = RuleSet(rules)
+    for i in (0, 5, 8_999):
+        rule = ruleset.rule_for(f"Msg{i}", f"Sig{i}")
+        assert rule is not None and rule.min_period == float(i)
+    rule = ruleset.rule_for("Msg12", "Other")  # Msg1?.* is the first that matches
+    assert rule is not None and rule.min_period == 1e4 + 1
+    rule = ruleset.rule_for("Msg5", "Sig5")  # the literal rule 5 comes before Msg?.*
+    assert rule is not None and rule.min_period == 5.0
+    rule = ruleset.rule_for("Zzz", "Other")
+    assert rule is not None and rule.min_period == 99_999.0
+
+
+def test_unmatched_globs(tmp_path: object) -> None:
+    class Signal:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    class Message:
+        def __init__(self, name: str, signals: list[str]) -> None:
+            self.name, self.signals = name, [Signal(s) for s in signals]
+
+    class Database:
+        messages = [Message("Engine", ["Rpm", "COUNTER"]), Message("Gear", ["Gear"])]
+
+    globs = ["Engine.*", "Rpm", "rpm", "Nope*", "Gear.Rpm", "*", "Nope*", "counter",
+             "[!x]ear"]
+    assert unmatched_globs(globs, [Database()]) == ["rpm", "Nope*", "Gear.Rpm", "counter"]
+    assert unmatched_globs(globs, [Database()], case_sensitive=False) == ["Nope*", "Gear.Rpm"]
+    many = [f"Typo{i}*" for i in range(3 * FEW)] + ["G*", "?*", "*ea*"]
+    assert unmatched_globs(many, [Database()]) == many[:-3]
+
+
+@settings(max_examples=300, deadline=None)
+@given(GLOB, NAME, NAME)
+def test_literal_runs_are_in_every_name_a_glob_matches(pattern: str, message: str,
+                                                       signal: str) -> None:
+    subject = f"{message}.{signal}" if "." in pattern else signal
+    if fnmatchcase(subject, pattern):
+        assert all(run in subject for run in literal_runs(pattern))
+
+
+def test_literal_runs() -> None:
+    assert literal_runs("*Typo12*") == ["Typo12"]
+    assert literal_runs("Msg1?.*") == ["Msg1", "."]
+    assert literal_runs("[abc]x[!d]yz") == ["x", "yz"]
+    assert literal_runs("a[bc") == ["a[bc"]
+    assert literal_runs("*") == []

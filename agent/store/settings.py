@@ -88,7 +88,9 @@ class StoreConfig:
         if self.quota_bytes in RANGES["quota_bytes"] and self.quota_bytes < 4 * self.wal_reserve:
             out.append(f"quota_bytes: must be at least {show(4 * self.wal_reserve)}, "
                        f"got {show(self.quota_bytes)}")
-        if self.queue_items < self.commit_items:
+        if (self.queue_items in RANGES["queue_items"]
+                and self.commit_items in RANGES["commit_items"]
+                and self.queue_items < self.commit_items):
             out.append(f"queue_items: must be at least commit_items ({show(self.commit_items)}), "
                        f"got {show(self.queue_items)}")
         if self.check_on_open not in ("quick", "full", "none"):
