@@ -30,8 +30,10 @@ from typing import Any, TypeVar
 
 from agent.errors import ConfigError
 from agent.ranges import DAY, MiB, Range, show
+from agent.store.settings import RANGES as STORE_RANGES
 from agent.store.settings import StoreConfig
-from agent.upload.settings import UploadConfig, VehicleConfig
+from agent.upload.settings import PORTS, UploadConfig, VehicleConfig
+from agent.upload.settings import RANGES as UPLOAD_RANGES
 
 T = TypeVar("T")
 
@@ -57,14 +59,9 @@ MAX_PERIOD = Range(0, DAY, open_low=True)
 DEADBAND = Range(0, 1e12)
 
 
-
 def number_ranges() -> dict[str, Range]:
     """Every number of the configuration with its range, by key (``channels[].speed``);
     docs/config.md lists each one."""
-    from agent.store.settings import RANGES as STORE
-    from agent.upload.settings import PORTS
-    from agent.upload.settings import RANGES as UPLOAD
-
     return {
         "channels[].bitrate": BITRATE,
         "channels[].data_bitrate": DATA_BITRATE,
@@ -74,8 +71,8 @@ def number_ranges() -> dict[str, Range]:
         "signals[].min_period": MIN_PERIOD,
         "signals[].max_period": MAX_PERIOD,
         "signals[].deadband": DEADBAND,
-        **{f"store.{name}": allowed for name, allowed in STORE.items()},
-        **{f"upload.{name}": allowed for name, allowed in UPLOAD.items()},
+        **{f"store.{name}": allowed for name, allowed in STORE_RANGES.items()},
+        **{f"upload.{name}": allowed for name, allowed in UPLOAD_RANGES.items()},
         "upload.url (port)": PORTS,
     }
 

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["UsableConfig", "glob_warnings", "load_usable_config"]
 
+MAX_GLOB_WARNINGS = 100  # then one line says how many more
+
 
 @dataclass(frozen=True)
 class UsableConfig:
@@ -98,6 +100,9 @@ def glob_warnings(config: Config, databases: Iterable[Any]) -> list[str]:
     unmatched = set(unmatched_globs(matches, databases))
     out.extend(f"signals[{i}].match: {glob!r} matches no signal of the DBCs"
                for i, glob in enumerate(matches) if glob in unmatched)
+    if len(out) > MAX_GLOB_WARNINGS:
+        more = len(out) - MAX_GLOB_WARNINGS
+        out = [*out[:MAX_GLOB_WARNINGS], f"... and {more:_} more globs that match no signal"]
     return out
 
 

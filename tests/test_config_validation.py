@@ -3,6 +3,7 @@ what `check` accepts, `run` accepts; every problem at once, keyed; ranges; warni
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -154,6 +155,15 @@ def test_globs_that_match_no_signal_are_warnings(workdir: Path,
     status, out, err = cli(path, capsys)
     assert (status, out) == (0, "")
     assert f"{path}: warning: selection.include[1]: 'Nope*' matches no signal" in err
+
+
+def test_glob_warnings_are_bounded(workdir: Path) -> None:
+    from agent.validation import MAX_GLOB_WARNINGS
+
+    rules = "".join(f'[[signals]]\nmatch = "Typo{i}"\n' for i in range(MAX_GLOB_WARNINGS + 5))
+    warnings = load_usable_config(write(workdir, CHANNEL + rules)).warnings
+    assert len(warnings) == MAX_GLOB_WARNINGS + 1
+    assert warnings[-1] == "... and 5 more globs that match no signal"
 
 
 def test_a_dbc_without_messages_is_a_warning(workdir: Path) -> None:
@@ -355,3 +365,56 @@ def test_docs_list_every_range() -> None:
         rows = [line for line in docs.splitlines() if line.startswith(f"| `{key}` |")]
         assert rows, f"docs/config.md has no row for {key}"
         assert allowed.rule in rows[0], (key, allowed.rule, rows[0])
+
+
+# -- anything at all: a Config or a ConfigError, never another exception ----------------
+
+KEYS = ["channels", "selection", "signals", "store", "upload", "vehicle", "name", "dbc",
+        "interface", "channel", "bitrate", "data_bitrate", "log", "simulate", "seed",
+        "speed", "mode", "include", "exclude", "volatile", "include_volatile", "match",
+        "min_period", "on_change", "deadband", "max_period", "state_dir", "quota_bytes",
+        "url", "timeout", "ca_file", "interfaces", "vin", "id_secret_file",
+        "max_age_samples", "metered_daily_bytes", "retry_max", "mqtt_version"]
+
+
+def toml_value(value: object) -> str:
+    """A TOML inline value (arrays and inline tables) of what hypothesis made."""
+    import json
+    import math
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else "inf" if value == math.inf else (
+            "-inf" if value == -math.inf else repr(value))
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+
+
+def test_any_document_gives_a_config_or_a_config_error(tmp_path: Path) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from agent.config import Config
+
+    scalars = st.one_of(st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(),
+                        st.text(max_size=4), st.sampled_from(["", "\x00", "*", "virtual"]))
+    values = st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=3), inner, max_size=4)),
+        max_leaves=16)
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(st.sampled_from(KEYS), values, max_size=6))
+    def check(document: dict[str, object]) -> None:
+        text = "".join(f"{key} = {toml_value(v)}\n" for key, v in document.items())
+        with contextlib.suppress(ConfigError):  # any other exception fails the test
+            assert isinstance(parse_config(text, tmp_path), Config)
+
+    check()
