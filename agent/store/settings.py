@@ -85,9 +85,6 @@ class StoreConfig:
             problem = allowed.problem(value, extra)
             if problem is not None:
                 out.append(f"{name}: {problem}")
-        if self.quota_bytes in RANGES["quota_bytes"] and self.quota_bytes < 4 * self.wal_reserve:
-            out.append(f"quota_bytes: must be at least {show(4 * self.wal_reserve)}, "
-                       f"got {show(self.quota_bytes)}")
         if (self.queue_items in RANGES["queue_items"]
                 and self.commit_items in RANGES["commit_items"]
                 and self.queue_items < self.commit_items):
@@ -98,7 +95,9 @@ class StoreConfig:
         return out
 
 
-# The range of every number of [store] (docs/config.md lists them).
+# The range of every number of [store] (docs/config.md lists them). The quota's
+# floor, 256 KiB, is 4 * wal_reserve at its smallest (64 KiB): the WAL and the
+# ballast take at most half of any quota in the range.
 RANGES = {
     "quota_bytes": Range(256 * KiB, TiB),
     "commit_interval": Range(0, 3_600, open_low=True),
