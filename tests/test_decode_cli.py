@@ -106,6 +106,22 @@ def test_csv_and_signal_glob(tmp_path: Path) -> None:
     assert all(math.isfinite(float(r["value"])) for r in rows)
 
 
+def test_signal_glob_matching_nothing_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --signals glob that matches no signal of the DBCs (a typo) is named on stderr;
+    the other globs still select, and the decode succeeds."""
+    out = tmp_path / "out.jsonl"
+    log = ROOT / "tests" / "data" / "sample_drive.log"
+    dbc = ROOT / "dbc" / "demo_vehicle.dbc"
+    assert main(["decode", str(log), "--dbc", str(dbc), "--signals", "EngineSpeed",
+                 "--signals", "EngineSped", "--signals", "Nope.*", "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "'EngineSped' matches no signal" in err and "'Nope.*' matches no signal" in err
+    assert "'EngineSpeed' matches" not in err
+    assert out.read_text().count('"EngineSpeed"') > 1000
+
+
 def test_missing_log_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dbc = ROOT / "dbc" / "demo_vehicle.dbc"
     assert main(["decode", str(tmp_path / "nope.log"), "--dbc", str(dbc)]) == 1

@@ -75,10 +75,14 @@ class CsvWriter:
 def run(args: argparse.Namespace) -> int:
     from agent.decode.dbc_files import load_dbc
     from agent.decode.decoder import ChannelDecoder
+    from agent.globs import unmatched_globs
     from agent.policy.selection import Selector
     from agent.sources.replay import ReplaySource
 
     databases = [load_dbc(p) for p in args.dbc]
+    for glob in unmatched_globs(args.signals or (), databases):
+        print(f"bavard decode: warning: --signals {glob!r} matches no signal of "
+              f"{', '.join(args.dbc)}", file=sys.stderr)
     decoder = ChannelDecoder("log", databases, Selector(args.signals or ("*",)))
     with contextlib.ExitStack() as stack:
         source = ReplaySource("log", args.log, speed=0)
