@@ -34,13 +34,15 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
+import sqlite3
 import struct
 import subprocess
 import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -109,6 +111,7 @@ def stored_values(state_dir: Path, events: list[Event] | None = None) -> Values:
 def test_replayed_log_through_the_daemon_equals_the_decoded_log(vcan0: str,
                                                                  tmp_path: Path) -> None:
     log, selected = log_slice(tmp_path)
+    expected = expected_values(log, tmp_path)
     state = tmp_path / "state"
     config = tmp_path / "bavard.toml"
     config.write_text(f"""
@@ -137,7 +140,9 @@ state_dir = "{state}"
         subprocess.run(["canplayer", "-I", str(log), f"{vcan0}={LOG_INTERFACE}"], check=True,
                        timeout=60)
         matched = wait_until(lambda: sum(m for _, _, m in filter_lines()) >= selected, 10)
-        time.sleep(1.5)  # the store commits at least every second
+        # read, decoded and committed (at least every second): all of it, before the stop
+        total = sum(map(len, expected.values()))
+        wait_until(lambda: stored_count(state) >= total, 10)
         daemon.send_signal(signal.SIGTERM)
         started = time.monotonic()
         output, _ = daemon.communicate(timeout=15)
@@ -149,7 +154,6 @@ state_dir = "{state}"
     assert matched, "the daemon's socket did not get every selected frame"
     assert daemon.returncode == 0, output
     assert stop_seconds < 5.0, output
-    expected = expected_values(log, tmp_path)
     stored = stored_values(state)
     assert sorted(stored) == sorted(expected)
     for key, values in expected.items():
@@ -227,9 +231,9 @@ commit_interval = 0.2
         assert [(i, m) for i, m, _ in filter_lines()] == [(0x0D0, 0x800007FF)]
         cansend(*map(speed_frame, BEFORE))
         assert wait_until(lambda: matched() >= len(BEFORE), 5), "the frames before never came"
-        # matched means queued on the daemon's socket, not read: give it time to read them
+        # matched means queued on the daemon's socket, not read: wait until they are stored
         # (the socket is shut down when the gap starts, with whatever it still holds)
-        time.sleep(0.5)
+        assert wait_until(lambda: stored_count(state) >= len(BEFORE), 10), output.so_far()
 
         link_control("down")
         down_at = time.monotonic()
@@ -246,7 +250,8 @@ commit_interval = 0.2
             "the reopened socket's filter is not the only one on vcan0"
         cansend(*map(speed_frame, AFTER))
         assert wait_until(lambda: matched() >= len(AFTER), 5), "the frames after never came"
-        time.sleep(1.0)  # the store commits every 0.2 s
+        assert wait_until(lambda: stored_count(state) >= len(BEFORE) + len(AFTER), 10), \
+            output.so_far()
         assert daemon.poll() is None, f"the daemon ended after the gap:\n{output.text()}"
         daemon.send_signal(signal.SIGTERM)
         started = time.monotonic()
@@ -270,3 +275,146 @@ commit_interval = 0.2
     assert list(stored) == [("VehicleDynamics", "VehicleSpeed")], stored
     speeds = stored[("VehicleDynamics", "VehicleSpeed")]
     assert speeds == pytest.approx([*BEFORE, *AFTER]), speeds
+
+
+def stored_count(state: Path) -> int:
+    """Samples committed so far, read without writing to the daemon's buffer."""
+    from agent.store import DB_NAME, read_stats_file
+
+    try:
+        return read_stats_file(state / DB_NAME, time.time()).classes["samples"].items
+    except (KeyError, sqlite3.Error):
+        return 0
+
+
+def speed_config(path: Path, iface: str, state: Path) -> Path:
+    path.write_text(f"""
+[[channels]]
+name = "vehicle"
+interface = "socketcan"
+channel = "{iface}"
+dbc = "{DBC}"
+
+[selection]
+include = ["VehicleDynamics.VehicleSpeed"]
+
+[store]
+state_dir = "{state}"
+commit_interval = 0.2
+""")
+    return path
+
+
+@pytest.fixture
+def vcan1(link_control: Callable[[str], None]) -> Iterator[str]:
+    """The name of a vcan interface that does not exist yet: ``add()`` creates it."""
+    subprocess.run(["ip", "link", "del", "dev", "vcan1"], capture_output=True, timeout=10)
+    try:
+        yield "vcan1"
+    finally:
+        subprocess.run(["ip", "link", "del", "dev", "vcan1"], capture_output=True, timeout=10)
+
+
+ABSENT = r"channel vehicle: socketcan:vcan1: cannot open the bus .*: gap 1 started"
+BACK1 = r"channel vehicle: socketcan:vcan1: back after a gap of ([0-9.]+) s .*\(gap 1,"
+
+
+def test_a_bus_absent_at_start_is_a_bus_down_until_it_appears(vcan1: str,
+                                                               tmp_path: Path) -> None:
+    """An adapter not there when the service starts (unplugged, its driver still loading)
+    is not a failed start: the service runs, says ``bus.down``, and reads the bus from the
+    moment it appears (``bus.up``)."""
+    state = tmp_path / "state"
+    config = speed_config(tmp_path / "bavard.toml", vcan1, state)
+    daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(daemon)
+    try:
+        assert output.wait_for(ABSENT, 60), f"no gap at start:\n{output.so_far()}"
+        assert output.wait_for(r"running: vehicle", 10), output.so_far()
+        assert daemon.poll() is None, f"the daemon ended at start:\n{output.text()}"
+        subprocess.run(["ip", "link", "add", "dev", vcan1, "type", "vcan"], check=True,
+                       timeout=10)
+        subprocess.run(["ip", "link", "set", "dev", vcan1, "up"], check=True, timeout=10)
+        assert output.wait_for(BACK1, 10), f"the bus was never opened:\n{output.so_far()}"
+        for frame in map(speed_frame, AFTER):
+            subprocess.run(["cansend", vcan1, frame], check=True, timeout=10)
+        assert wait_until(lambda: stored_count(state) >= len(AFTER), 10), output.so_far()
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=15)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=10)
+    log = output.text()
+    assert daemon.returncode == 0, log
+    events: list[Event] = []
+    stored = stored_values(state, events)
+    assert [e.kind for e in sorted(events)] == [
+        "service.start", "bus.down", "bus.up", "service.stop"], events
+    assert stored == {("VehicleDynamics", "VehicleSpeed"): pytest.approx(list(AFTER))}
+
+
+class Sender:
+    """Sends VehicleSpeed frames of 0.01, 0.02, ... km/h on a raw CAN socket, one every
+    ``spacing`` seconds, in a thread, until stopped (bounded: at most ``limit``)."""
+
+    def __init__(self, iface: str, spacing: float = 0.002, limit: int = 20_000) -> None:
+        self.sock = socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW)
+        self.sock.bind((iface,))
+        self.spacing, self.limit = spacing, limit
+        self.sent = 0
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while self.sent < self.limit and not self.stop.wait(self.spacing):
+            data = struct.pack("<H", self.sent + 1) + bytes(6)
+            self.sock.send(struct.pack("=IB3x8s", 0x0D0, 8, data))
+            self.sent += 1
+
+    def __enter__(self) -> Sender:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+def test_a_reload_on_a_live_bus_loses_and_repeats_nothing(vcan0: str, tmp_path: Path) -> None:
+    """SIGHUP while frames stream in: the new pipeline's socket is open before the old
+    one closes, and it skips what the old one read, so every frame is stored once.
+    (Before, the old socket closed first: the frames of the whole swap were lost.)"""
+    state = tmp_path / "state"
+    config = speed_config(tmp_path / "bavard.toml", vcan0, state)
+    assert filter_lines() == [], "another CAN_RAW filter is on vcan0"
+    daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(daemon)
+    try:
+        assert wait_until(lambda: len(filter_lines()) > 0 or daemon.poll() is not None, 60), \
+            "the daemon never opened vcan0"
+        assert output.wait_for(r"running: vehicle", 10), output.so_far()
+        with Sender(vcan0) as sender:
+            assert wait_until(lambda: sender.sent >= 100, 10)
+            daemon.send_signal(signal.SIGHUP)
+            assert output.wait_for(r"reloaded", 30), output.so_far()
+            reloaded_at = sender.sent
+            assert wait_until(lambda: sender.sent >= reloaded_at + 100, 10)
+        sent = sender.sent
+        assert wait_until(lambda: stored_count(state) >= sent, 10), \
+            f"{stored_count(state)} of {sent} stored:\n{output.so_far()}"
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=15)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=10)
+    log = output.text()
+    assert daemon.returncode == 0, log
+    stored = stored_values(state)
+    speeds = stored[("VehicleDynamics", "VehicleSpeed")]
+    assert speeds == pytest.approx([i / 100 for i in range(1, sent + 1)]), \
+        f"{len(speeds)} stored of {sent} sent"
