@@ -45,7 +45,8 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
 from agent.batch import Batch, dbc_fingerprint, encode, signal_metadata  # noqa: E402
-from agent.config import DEFAULT_VOLATILE, SignalRule  # noqa: E402
+from agent.batch.wire import BATCH_ID_PROPERTY, CONTENT_TYPE, IDEMPOTENCY_HEADER  # noqa: E402
+from agent.config import SelectionConfig, SignalRule  # noqa: E402
 from agent.decode.dbc_files import load_dbc  # noqa: E402
 from agent.decode.decoder import ChannelDecoder  # noqa: E402
 from agent.frames import Sample  # noqa: E402
@@ -54,12 +55,7 @@ from agent.policy.selection import Selector  # noqa: E402
 from agent.sources.replay import ReplaySource  # noqa: E402
 from agent.upload.http import USER_AGENT, HttpTransport  # noqa: E402
 from agent.upload.mqtt import MqttTransport  # noqa: E402
-from agent.upload.transport import (  # noqa: E402
-    BATCH_ID_PROPERTY,
-    CONTENT_TYPE,
-    IDEMPOTENCY_HEADER,
-    TransportConfig,
-)
+from agent.upload.transport import TransportConfig  # noqa: E402
 
 VEHICLE = "3f2c9a0e5b7d41c8a6e2f90b1d4c7e35"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -88,8 +84,9 @@ def sample_batches(seconds: float = 60.0) -> list[bytes]:
     dbc = ROOT / "dbc" / "demo_vehicle.dbc"
     db = load_dbc(dbc)
     rules = RuleSet([SignalRule("*", on_change=True)])
-    decoder = ChannelDecoder("can0", [db], Selector(("*",), DEFAULT_VOLATILE),
-                             lambda m, s: (True, 0.0, None), DEFAULT_VOLATILE)
+    # the agent's default selection: counters and checksums are not data
+    decoder = ChannelDecoder("can0", [db], Selector.from_config(SelectionConfig(), [db]),
+                             lambda m, s: (True, 0.0, None))
     meta, fingerprint = signal_metadata("can0", [db]), dbc_fingerprint([dbc])
     out: list[bytes] = []
     samples: list[Sample] = []
