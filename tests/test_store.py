@@ -64,6 +64,19 @@ def events(n: int, start: int = 0) -> list[Event]:
     return [Event(float(i), "can0", "dtc", f"P{i:04d}", 1) for i in range(start, start + n)]
 
 
+class Monotonic:
+    """The store's monotonic clock: the real one plus an offset a test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -448,8 +461,7 @@ def test_inbox_blocking_waits_for_room_and_close_releases_it() -> None:
     t.start()
     assert not done.wait(0.1)  # blocked: 8 + 5 > 10
     assert inbox.wait(1.0, 0.0).count == 8
-    time.sleep(0.05)
-    assert not done.is_set()  # the second put waits again
+    assert not done.wait(0.05)  # the second put waits again
     inbox.close()
     assert done.wait(2)
     assert result == [True, False]
@@ -497,9 +509,8 @@ def test_commit_when_enough_items_or_the_interval_is_over(tmp_path: Path, clock:
 
 def test_close_interrupts_the_writer_wait(tmp_path: Path) -> None:
     store = Store(StoreConfig(state_dir=tmp_path, commit_interval=30.0,
-                              checkpoint_interval=30.0)).start()
+                              checkpoint_interval=30.0)).start()  # the writer waits now
     store.put_samples(samples(5))
-    time.sleep(0.05)
     t = time.monotonic()
     store.close()
     assert time.monotonic() - t < 1.0
@@ -759,7 +770,10 @@ def test_a_next_batch_that_times_out_is_not_left_in_flight(
             store.next_batch()
         monkeypatch.setattr(buffer, "REQUEST_TIMEOUT", 10.0)
         monkeypatch.setattr(batches, "next_batch", real)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 5
+        while store.stats().inflight_batches != 1:  # until the abandoned batch is released
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         again = store.next_batch()
         assert again is not None and again.samples == samples(10)
         assert store.stats().inflight_batches == 2
@@ -806,8 +820,9 @@ def test_the_writer_survives_a_database_it_cannot_reopen(
 
 def test_events_are_held_not_dropped_while_the_file_may_not_grow(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(disk, "SQUEEZE_SECONDS", 0.5)
-    with Store(StoreConfig(state_dir=tmp_path, chunk_items=500, min_free_bytes=0)) as store:
+    monotonic = Monotonic()
+    with Store(StoreConfig(state_dir=tmp_path, chunk_items=500, min_free_bytes=0),
+               monotonic=monotonic) as store:
         fail_once(monkeypatch, sqlite_error(13, "database or disk is full"))
         for i in range(20):  # more than the (new, small) file holds without growing
             store.put_events([Event(float(j), "can0", "dtc", f"{j * 2654435761:x}")
@@ -817,7 +832,7 @@ def test_events_are_held_not_dropped_while_the_file_may_not_grow(
         assert stats.counters["disk_full"] == 1
         assert stats.classes["events"].evicted == stats.classes["events"].dropped_full == 0
         assert stats.classes["events"].items + stats.held_events == 10_000  # type: ignore[operator]
-        time.sleep(0.5)
+        monotonic.advance(disk.SQUEEZE_SECONDS)  # the file may grow again
         store.flush()
         store.put_events(events(1))
         store.flush()

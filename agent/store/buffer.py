@@ -31,8 +31,9 @@ Input queue overflow (agent.store.inbox): ``block=True`` waits for room
 first, then the incoming ones, and counts them.
 
 Time: ``clock`` (wall clock, seconds since the epoch) stamps chunks at commit
-and measures ages: tests pass a virtual clock. The commit interval is
-real time (``time.monotonic``), since it bounds what a crash may lose.
+and measures ages: tests pass a virtual clock. The commit interval, the
+disk-full squeeze and the reopen interval are on ``monotonic`` (real time by
+default: the commit interval bounds what a crash may lose); tests may move it.
 ``close()`` wakes the writer at once (it waits on the inbox's condition).
 """
 
@@ -85,14 +86,15 @@ class Store:
     """The buffer. ``start()`` it (or use ``with``), ``close()`` it to commit what is queued."""
 
     def __init__(self, config: StoreConfig, *, clock: Callable[[], float] = time.time,
-                 on_commit: Callable[[CommitInfo], None] | None = None) -> None:
+                 on_commit: Callable[[CommitInfo], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         problems = config.problems()
         if problems:
             raise StoreError("store configuration: " + "; ".join(problems))
         self.config = config
         self.clock = clock
-        self._inbox = Inbox(config.queue_items, config.commit_items)
-        self._writer = Writer(config, self._inbox, clock, on_commit)
+        self._inbox = Inbox(config.queue_items, config.commit_items, monotonic)
+        self._writer = Writer(config, self._inbox, clock, on_commit, monotonic)
 
     # -- life cycle ------------------------------------------------------------------------
 
