@@ -10,6 +10,7 @@ import json
 import math
 import re
 import struct
+import tracemalloc
 import zlib
 from collections.abc import Callable
 from contextlib import redirect_stdout, suppress
@@ -19,6 +20,7 @@ from typing import Any
 import msgpack
 import pytest
 import zstandard
+from helpers.receiver_batches import amplifying_batch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +33,7 @@ from agent.batch import (
     dbc_fingerprint,
     decode,
     encode,
+    limits,
     pseudonymous_vehicle_id,
     read_envelope,
     signal_metadata,
@@ -313,6 +316,7 @@ def with_crc(data: bytes) -> bytes:
 GOOD = encode(small_batch())
 ENVELOPE = msgpack.packb(parts(GOOD)[0])
 BODY = msgpack.packb(body_of(GOOD), default=container.pack_default)
+GOOD_RECORDS = sum(parts(GOOD)[0][k] for k in ("samples", "events", "frames"))
 
 
 def column(body: dict[str, Any], message: str = "Engine") -> dict[str, Any]:
@@ -365,7 +369,8 @@ CORRUPTIONS: list[tuple[str, Callable[[], bytes], str]] = [
     ("not zstd", lambda: container.assemble(1, 1, ENVELOPE, b"hello world, not zstd"),
      "body: not a zstd frame"),
     ("zstd bomb", lambda: container.assemble(1, 1, ENVELOPE, zstandard.ZstdCompressor().compress(
-        bytes(container.MAX_BODY_BYTES + 1))), "more than the 268435456 allowed"),
+        bytes(limits.body_limit(GOOD_RECORDS) + 1))),
+     f"more than the {limits.body_limit(GOOD_RECORDS)} allowed for {GOOD_RECORDS} records"),
     ("msgpack garbage", lambda: container.assemble(1, 0, ENVELOPE, b"\x93\x01\xc1\xff"),
      "body: not valid msgpack"),
     ("msgpack trailing data", lambda: container.assemble(1, 0, ENVELOPE, BODY + b"\x01"),
@@ -861,3 +866,89 @@ def test_motec_log_batches_are_under_a_third_of_zstd_candump_text() -> None:
     print(f"\nmotec log: {ours} bytes in batches, {theirs} bytes of candump text at zstd-3 "
           f"({ours / theirs:.3f})")
     assert ours * 3 < theirs
+
+
+# -- limits: what a batch may announce, and cost unpacked (docs/batch-format.md §5.1) -------
+
+
+@pytest.mark.parametrize("records", [0, 50_000])
+def test_a_body_that_would_unpack_to_gigabytes_is_refused_before_it_is_built(
+        records: int) -> None:
+    arrays = limits.body_limit(records) - 5  # the biggest body allowed: all empty arrays
+    data = amplifying_batch(arrays, records)
+    assert len(data) < 20_000  # what came over the network
+    tracemalloc.start()
+    try:
+        with pytest.raises(BatchFormatError, match=r"body: would take more than \d+ bytes "
+                                                   r"unpacked"):
+            decode(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * arrays  # the decompressed body; msgpack built nothing
+
+
+def test_a_batch_announces_at_most_max_records() -> None:
+    too_many = limits.MAX_RECORDS + 1
+    forged = rebuild(GOOD, set_in("envelope.frames", too_many - GOOD_RECORDS + 1))
+    with pytest.raises(BatchFormatError, match=rf"envelope: .* {too_many} records, more than "
+                                               rf"the {limits.MAX_RECORDS} a batch may hold"):
+        read_envelope(forged)
+    events = [Event(1.0, "can0", "dtc", "P0001")] * too_many
+    with pytest.raises(BatchFormatError, match="a batch may hold"):
+        encode(Batch(VEHICLE, 1, too_many, "", [], events))
+
+
+def walk(data: bytes) -> int:
+    """check_structure made to look at every item (a budget the whole body could not
+    take at the costliest, but more than any real structure costs)."""
+    return limits.check_structure(data, len(data) * 256 - 1, "body")
+
+
+def test_depth_and_cut_short_containers_are_refused_without_unpacking() -> None:
+    nested = b"\x91" * (limits.MAX_DEPTH - 1) + b"\xc0"
+    assert walk(nested) > 0
+    for data, problem in [
+            (b"\x91" + nested, f"nested deeper than {limits.MAX_DEPTH} levels"),
+            (b"\xdd\xff\xff\xff\xff\xc0", "a container of 4294967295 items in 1 bytes"),
+            (b"\xd9\x05abc", "cut short"), (b"\xc1", "byte 0xc1 at 0 starts no msgpack item"),
+            (b"\xc0\xc0", "1 bytes after the msgpack object")]:
+        with pytest.raises(BatchFormatError, match=problem):
+            walk(data)
+
+
+@pytest.mark.parametrize("payload", [
+    [[] for _ in range(100_000)], [{} for _ in range(100_000)], [""] * 100_000,
+    [-20] * 100_000, [1.5] * 100_000, ["ab"] * 100_000, ["Rückwärts"] * 50_000,
+    [b"xy"] * 100_000, [2**40] * 100_000, [{"k": "vv"} for _ in range(50_000)],
+    [[1, -200, 70000, None, True] for _ in range(20_000)],
+], ids=["empty arrays", "empty maps", "empty strings", "new small ints", "floats", "strings",
+        "non-ASCII strings", "bins", "big ints", "maps", "mixed arrays"])
+def test_the_walk_estimates_what_msgpack_builds_from_above(payload: list[Any]) -> None:
+    data = msgpack.packb(payload)
+    estimate = walk(data)
+    tracemalloc.start()
+    try:
+        unpacked = msgpack.unpackb(data, strict_map_key=False, **limits.unpack_options())
+        built = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert unpacked == payload
+    assert built <= estimate <= 2 * built + 4096
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+                    | st.text(max_size=40) | st.binary(max_size=300),
+                    lambda inner: st.lists(inner, max_size=20)
+                    | st.dictionaries(st.text(max_size=3), inner, max_size=5), max_leaves=60),
+       st.binary(max_size=8))
+def test_the_walk_takes_what_msgpack_takes(obj: Any, noise: bytes) -> None:
+    for data in (msgpack.packb(obj), msgpack.packb(obj)[:-1] + noise):
+        try:
+            msgpack.unpackb(data, strict_map_key=False, ext_hook=lambda c, d: d)
+        except Exception:
+            with suppress(BatchFormatError):  # it may or may not see what is wrong
+                walk(data)
+            continue
+        walk(data)  # valid msgpack within the depth: never refused

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
 import re
 import signal
 import socket
@@ -20,7 +19,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,9 @@ from helpers.receiver_batches import (
     https_connection,
     make_batch,
     post,
+    start_cli,
+    stop_cli,
+    wait_for,
 )
 
 from agent.batch import batch_id, decode, encode
@@ -54,15 +56,6 @@ from agent.receiver.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 20.0  # seconds: the bound of every wait for something to arrive
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
 
 
 def value_types(samples: list[Any]) -> list[tuple[type, type, type]]:
@@ -580,34 +573,6 @@ def test_summary(receiver: Receiver, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 # -- the command ---------------------------------------------------------------------------
-
-
-def start_cli(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "-v", "receive", *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: list[str] = []
-    assert proc.stdout is not None
-    stdout = proc.stdout
-
-    def reader() -> None:
-        for line in stdout:
-            lines.append(line)
-
-    threading.Thread(target=reader, daemon=True).start()
-    return proc, lines
-
-
-def stop_cli(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
-    proc.send_signal(sig)
-    try:
-        rc = proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-        raise AssertionError("bavard receive did not stop within 15 s") from None
-    err = proc.stderr.read() if proc.stderr else ""
-    return rc, err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

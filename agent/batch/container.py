@@ -9,6 +9,10 @@
 
 msgpack here carries integers beyond its 64-bit range as ext type 1 (two's complement,
 big-endian). What the body holds is for :mod:`.encoding` and :mod:`.decoding`.
+
+Sizes: the envelope's counts may not exceed ``limits.MAX_RECORDS``, and they set how
+big the body may be, uncompressed and unpacked (:mod:`.limits`); both are checked
+before the body is decompressed or unpacked, when writing too.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ import msgpack
 import zstandard
 
 from agent.batch.ids import batch_id
+from agent.batch.limits import (
+    ENVELOPE_STRUCTURE,
+    body_limit,
+    check_structure,
+    records_of,
+    structure_limit,
+    unpack_options,
+)
 from agent.batch.validate import as_map, count_of, fail, get
 from agent.errors import BatchFormatError
 
@@ -32,7 +44,6 @@ COMPRESSION_ZSTD = 1
 HEADER = struct.Struct(">4sBBI")  # magic, version, compression, envelope length
 TRAILER = struct.Struct(">I")  # CRC-32 (zlib/IEEE 802.3) of every byte before it
 MAX_ENVELOPE_BYTES = 1 << 16
-MAX_BODY_BYTES = 1 << 28  # uncompressed; a 60 s batch of a busy bus is a few MB
 BIGINT_EXT = 1  # msgpack ext type: an integer beyond msgpack's range, two's complement BE
 ZSTD_MIN_LEVEL = -(1 << 17)
 
@@ -73,7 +84,12 @@ class Envelope:
 
 def build(envelope: dict[str, Any], body: dict[str, Any], level: int) -> bytes:
     """The whole batch: ``body`` packed and compressed at zstd ``level`` (0: stored)."""
+    records = records_of(envelope["samples"], envelope["events"], envelope["frames"])
     packed_body = pack(body, "body")
+    if len(packed_body) > body_limit(records):
+        raise BatchFormatError(f"cannot encode the body: {len(packed_body)} bytes for "
+                               f"{records} records, more than the {body_limit(records)} "
+                               f"allowed")
     if level == 0:
         compression = COMPRESSION_NONE
     else:
@@ -114,9 +130,14 @@ def read_envelope(data: bytes | bytearray | memoryview) -> Envelope:
 def read_body(data: bytes | bytearray | memoryview) -> tuple[Envelope, Any]:
     """The checked envelope and the body, decompressed and unpacked but not yet checked."""
     envelope, body_bytes = _read_parts(data)
+    records = envelope.samples + envelope.events + envelope.frames  # checked: <= MAX_RECORDS
+    limit = body_limit(records)
     if envelope.compression == COMPRESSION_ZSTD:
-        body_bytes = _decompress(body_bytes)
-    return envelope, unpack(body_bytes, "body", MAX_BODY_BYTES)
+        body_bytes = _decompress(body_bytes, limit, records)
+    elif len(body_bytes) > limit:
+        raise BatchFormatError(f"body: {len(body_bytes)} bytes, more than the {limit} "
+                               f"allowed for {records} records")
+    return envelope, unpack(body_bytes, "body", limit, structure_limit(records))
 
 
 def _read_parts(data: bytes | bytearray | memoryview) -> tuple[Envelope, bytes]:
@@ -143,20 +164,21 @@ def _read_parts(data: bytes | bytearray | memoryview) -> tuple[Envelope, bytes]:
     if body_start > len(data) - TRAILER.size:
         raise BatchFormatError(f"envelope length {envelope_len} runs past the end of the batch "
                                f"({len(data)} bytes)")
-    raw = unpack(data[HEADER.size:body_start], "envelope", MAX_ENVELOPE_BYTES)
+    raw = unpack(data[HEADER.size:body_start], "envelope", MAX_ENVELOPE_BYTES,
+                 ENVELOPE_STRUCTURE)
     return _decode_envelope(raw, version, compression, len(data)), data[body_start:-TRAILER.size]
 
 
-def _decompress(body: bytes) -> bytes:
+def _decompress(body: bytes, limit: int, records: int) -> bytes:
     try:
         size = zstandard.frame_content_size(body)
     except zstandard.ZstdError as exc:
         raise BatchFormatError(f"body: not a zstd frame: {exc}") from None
     if size < 0:
         raise BatchFormatError("body: the zstd frame does not state its content size")
-    if size > MAX_BODY_BYTES:
-        raise BatchFormatError(f"body: {size} bytes uncompressed, more than the "
-                               f"{MAX_BODY_BYTES} allowed")
+    if size > limit:
+        raise BatchFormatError(f"body: {size} bytes uncompressed, more than the {limit} "
+                               f"allowed for {records} records")
     try:
         out: bytes = zstandard.ZstdDecompressor().decompress(body, allow_extra_data=False)
     except zstandard.ZstdError as exc:
@@ -170,12 +192,15 @@ def ext_hook(code: int, data: bytes) -> Any:
     raise BatchFormatError(f"unknown msgpack ext type {code} ({len(data)} bytes)")
 
 
-def unpack(data: bytes, what: str, limit: int) -> Any:
+def unpack(data: bytes, what: str, limit: int, structure: int) -> Any:
+    """``data`` unpacked, once its size and the cost of what it holds (``structure``
+    bytes at most, :func:`~agent.batch.limits.check_structure`) are known to fit."""
     if len(data) > limit:
         raise BatchFormatError(f"{what}: {len(data)} bytes, more than the {limit} allowed")
+    check_structure(data, structure, what)
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=ext_hook,
-                               timestamp=0, use_list=True)
+                               timestamp=0, use_list=True, **unpack_options())
     except BatchFormatError as exc:
         raise BatchFormatError(f"{what}: {exc}") from None
     except Exception as exc:  # msgpack raises many types: ExtraData, FormatError, ValueError...
@@ -200,7 +225,11 @@ def _decode_envelope(raw: Any, version: int, compression: int, size: int) -> Env
     times = [get(env, k, (float, type(None)), w) for k in ("time_first", "time_last")]
     if (times[0] is None) != (times[1] is None):
         fail(w, "time_first and time_last must both be nil or both be floats")
+    samples, events, frames = (count_of(env, k, w) for k in ("samples", "events", "frames"))
+    try:
+        records_of(samples, events, frames)
+    except BatchFormatError as exc:
+        fail(w, str(exc))
     return Envelope(version, compression, stored_id, vehicle, seq_first, seq_last,
-                    times[0], times[1], get(env, "dbc_fingerprint", str, w),
-                    count_of(env, "samples", w), count_of(env, "events", w),
-                    count_of(env, "frames", w), size)
+                    times[0], times[1], get(env, "dbc_fingerprint", str, w), samples, events,
+                    frames, size)

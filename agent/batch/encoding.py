@@ -23,6 +23,7 @@ from agent.batch.columns import deltas, encode_column
 from agent.batch.container import ZSTD_MIN_LEVEL, build
 from agent.batch.exact import as_float
 from agent.batch.ids import batch_id, check_seq
+from agent.batch.limits import records_of
 from agent.batch.model import Batch, SignalKey, SignalMeta, time_range
 from agent.batch.order import Position, canonical_order, is_canonical
 from agent.batch.tables import encode_events, encode_frames, encode_signals
@@ -38,6 +39,7 @@ def encode(batch: Batch, level: int = 3) -> bytes:
     if type(level) is not int or not ZSTD_MIN_LEVEL <= level <= zstandard.MAX_COMPRESSION_LEVEL:
         raise ValueError(f"zstd level must be an int in {ZSTD_MIN_LEVEL}..22, not {level!r}")
     check_seq(batch.seq_first, batch.seq_last)
+    records_of(len(batch.samples), len(batch.events), len(batch.frames))
     for name in ("vehicle_id", "dbc_fingerprint"):
         if not isinstance(getattr(batch, name), str):
             raise BatchFormatError(f"{name} must be a str")

@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="serve HTTPS off loopback without --client-ca: anyone reaching "
                            "it can store batches and read /stats (logged as a warning)")
     http.add_argument("--max-bytes", metavar="N", type=int, default=16 * 1024 * 1024,
-                      help="largest batch accepted, bytes (default 16 MiB; bigger: 413)")
+                      help="largest batch accepted, bytes (default 16 MiB; bigger: HTTP 413, "
+                           "MQTT counted as invalid)")
     mqtt = parser.add_argument_group("MQTT")
     mqtt.add_argument("--mqtt", metavar="URL",
                       help="subscribe at this broker: mqtt://HOST[:PORT] or mqtts://...")
@@ -116,7 +117,8 @@ def _serve(args: argparse.Namespace) -> int:
 
             subscriber = subscribe(receiver, args.mqtt, topic=args.topic,
                                    client_id=args.client_id, ca_file=args.ca_file,
-                                   cert_file=args.cert, key_file=args.key)
+                                   cert_file=args.cert, key_file=args.key,
+                                   max_bytes=args.max_bytes)
             running.append(subscriber)
             while not stop.is_set() and not subscriber.wait_subscribed(0.5):
                 pass  # paho keeps trying; the log says why it cannot connect

@@ -4,7 +4,7 @@ Python API::
 
     from agent.receiver.core import Receiver
 
-    receiver = Receiver.open("received")        # or Receiver(ReceiverDb(...))
+    receiver = Receiver.open("received")        # or Receiver(ReceiverDb(...), max_decodes=2)
     outcome = receiver.accept(payload, claimed_id="…", transport="https")
     outcome.status      # "stored" | "duplicate" | "invalid"
     outcome.reason      # why it was invalid ("" otherwise)
@@ -13,8 +13,14 @@ Python API::
 
 :meth:`Receiver.accept` is safe to call from many threads at once (the HTTP
 server's request threads and the MQTT network thread): decoding, the costly
-part, runs in the caller's thread without a lock; only the write is serialised
-(:class:`~agent.receiver.database.ReceiverDb`).
+part, runs in the caller's thread; only the write is serialised
+(:class:`~agent.receiver.database.ReceiverDb`). At most ``max_decodes`` (2)
+batches are checked and stored at once, whichever transport brought them: each
+takes memory in proportion to the records it announces (up to a few hundred MB
+for the largest batch the format allows, docs/batch-format.md §5.1), and the
+decoding is pure Python, so more at once would not go faster. A caller waits
+``busy_wait`` seconds (30) for its turn, then gets a ReceiverError (HTTP 503
+with Retry-After; MQTT: not acknowledged, so the broker sends it again).
 
 The checks, in order, all before anything is written:
 
@@ -36,6 +42,7 @@ try again (HTTP 503, no MQTT acknowledgement) instead of refusing the batch.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +50,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.batch import BatchFormatError, batch_id, decode, read_envelope
+from agent.errors import ReceiverError
 from agent.receiver.database import ReceiverDb
 
 log = logging.getLogger(__name__)
@@ -72,23 +80,45 @@ class Outcome:
         return out
 
 
+DEFAULT_MAX_DECODES = 2
+DEFAULT_BUSY_WAIT = 30.0  # seconds a batch waits for its turn before "busy"
+
+
 class Receiver:
     """Checks and stores uploads in a :class:`ReceiverDb` (see the module docstring)."""
 
-    def __init__(self, db: ReceiverDb, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: ReceiverDb, clock: Callable[[], float] = time.time, *,
+                 max_decodes: int = DEFAULT_MAX_DECODES,
+                 busy_wait: float = DEFAULT_BUSY_WAIT) -> None:
+        if max_decodes < 1:
+            raise ValueError(f"max_decodes must be >= 1, not {max_decodes}")
         self.db = db
         self.clock = clock
+        self.max_decodes = max_decodes
+        self.busy_wait = busy_wait
+        self._turns = threading.BoundedSemaphore(max_decodes)
 
     @classmethod
-    def open(cls, directory: str | Path) -> Receiver:
-        """A receiver storing into ``directory/receiver.sqlite`` (created if needed)."""
-        return cls(ReceiverDb(directory))
+    def open(cls, directory: str | Path, **options: Any) -> Receiver:
+        """A receiver storing into ``directory/receiver.sqlite`` (created if needed);
+        ``options``: ``max_decodes``, ``busy_wait``."""
+        return cls(ReceiverDb(directory), **options)
 
     def accept(self, payload: bytes, claimed_id: str | None, transport: str) -> Outcome:
         """Check ``payload`` (one encoded batch) and store it unless already stored.
 
-        ReceiverError when it could not be written (the sender should retry).
+        ReceiverError when it could not be written, or had to wait for its turn more
+        than ``busy_wait`` seconds (the sender should retry).
         """
+        if not self._turns.acquire(timeout=self.busy_wait):
+            raise ReceiverError(f"busy: {self.max_decodes} batches were being checked and "
+                                f"stored for {self.busy_wait:g} s")
+        try:
+            return self._accept(payload, claimed_id, transport)
+        finally:
+            self._turns.release()
+
+    def _accept(self, payload: bytes, claimed_id: str | None, transport: str) -> Outcome:
         received_at = self.clock()
         try:
             batch = decode(payload)
@@ -112,6 +142,10 @@ class Receiver:
                  envelope.seq_last, envelope.samples, envelope.size, transport)
         return Outcome(status, envelope.batch_id, envelope.vehicle_id,
                        samples=len(batch.samples))
+
+    def refuse(self, reason: str, transport: str) -> Outcome:
+        """Count an upload refused before it was even read (over a size limit)."""
+        return self._invalid(None, None, reason, transport)
 
     def stats(self) -> dict[str, Any]:
         """The counters: ``{"total": {...}, "vehicles": {...}}``."""

@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOPIC = "bavard/+/batch"
 DEFAULT_CLIENT_ID = "bavard-receiver"
 DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # seconds the broker keeps the session while away
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # as the HTTP receiver's
 KEEPALIVE = 30
 MIN_RECONNECT_DELAY, MAX_RECONNECT_DELAY = 1, 10  # seconds (paho wants ints)
 
@@ -81,6 +82,7 @@ class MqttSettings:
     cert_file: Path | None = None  # client certificate (mTLS)
     key_file: Path | None = None
     session_expiry: int = DEFAULT_SESSION_EXPIRY
+    max_bytes: int = DEFAULT_MAX_BYTES  # a bigger message is refused unread (counted, acked)
 
 
 class MqttReceiver:
@@ -188,7 +190,12 @@ class MqttReceiver:
                 return
             claimed = _user_property(msg, BATCH_ID_PROPERTY)
             try:
-                outcome = self.receiver.accept(bytes(msg.payload), claimed, self.transport)
+                if len(msg.payload) > self.settings.max_bytes:
+                    outcome = self.receiver.refuse(
+                        f"a message of {len(msg.payload)} bytes, over the limit of "
+                        f"{self.settings.max_bytes}", self.transport)
+                else:
+                    outcome = self.receiver.accept(bytes(msg.payload), claimed, self.transport)
             except Exception as exc:  # storage failure (or a bug): let the broker keep it
                 log.error("could not store the batch of message %d on %s: %s; not "
                           "acknowledged, reconnecting so that the broker sends it again",
@@ -204,7 +211,7 @@ class MqttReceiver:
 def subscribe(receiver: Receiver, url: str, **settings: Any) -> MqttReceiver:
     """Start a subscriber storing into ``receiver``; keyword arguments are
     :class:`MqttSettings` fields (topic, client_id, ca_file, cert_file, key_file,
-    session_expiry). ReceiverError for a bad URL or TLS files."""
+    session_expiry, max_bytes). ReceiverError for a bad URL or TLS files."""
     return MqttReceiver(receiver, MqttSettings(url, **settings)).start()
 
 

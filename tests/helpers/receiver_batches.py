@@ -1,4 +1,5 @@
-"""Real batches for the receiver tests, and small clients that send them (HTTP, MQTT).
+"""Real batches for the receiver tests, small clients that send them (HTTP, MQTT), and
+``bavard receive`` as a child process.
 
 ``make_batch`` builds what the pipeline makes (frames of several signals at one
 timestamp, scaled floats, ints, labels, flags) plus the awkward values the
@@ -10,20 +11,32 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import ssl
 import struct
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import msgpack
 import paho.mqtt.client as mqtt
+import zstandard
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.batch import Batch, SignalMeta, encode
+from agent.batch import Batch, SignalMeta, batch_id, encode
+from agent.batch.container import COMPRESSION_ZSTD, FORMAT_VERSION, assemble
 from agent.batch.wire import BATCH_ID_PROPERTY, CONTENT_TYPE, IDEMPOTENCY_HEADER
 from agent.frames import OUT_OF_RANGE, TRUNCATED, Event, Frame, Sample
 
+ROOT = Path(__file__).resolve().parents[2]
+WAIT = 20.0  # seconds: the bound of every wait for something to arrive
 VEHICLE = "3f2c9a0e5b7d41c8a6e2f90b1d4c7e35"
 OTHER_VEHICLE = "bfdd8abb0b15040427141397b75d4746"
 NAN_WITH_PAYLOAD = struct.unpack(">d", b"\x7f\xf8\x00\x00\x00\x00\x00\x2a")[0]
@@ -71,6 +84,18 @@ def make_batch(index: int = 0, vehicle: str = VEHICLE, rows: int = 5,
 def encoded(index: int = 0, vehicle: str = VEHICLE, **kwargs: Any) -> tuple[Batch, bytes]:
     batch = make_batch(index, vehicle, **kwargs)
     return batch, encode(batch)
+
+
+def amplifying_batch(arrays: int, records: int = 0, vehicle: str = VEHICLE) -> bytes:
+    """A well-framed batch (good CRC, envelope and ids; the envelope announces ``records``
+    samples) whose zstd body is one msgpack array of ``arrays`` empty arrays: a few KB
+    that unpack to ``arrays`` Python lists (about 64 bytes each)."""
+    envelope = {"batch_id": batch_id(vehicle, 0, 9), "vehicle_id": vehicle, "seq_first": 0,
+                "seq_last": 9, "time_first": None, "time_last": None, "dbc_fingerprint": "",
+                "samples": records, "events": 0, "frames": 0}
+    raw = b"\xdd" + struct.pack(">I", arrays) + b"\x90" * arrays
+    body = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(raw)
+    return assemble(FORMAT_VERSION, COMPRESSION_ZSTD, msgpack.packb(envelope), body)
 
 
 def post(conn: http.client.HTTPConnection, payload: bytes, key: str | None,
@@ -130,3 +155,42 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
+    """Poll ``condition`` every 50 ms until it holds; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+
+
+def start_cli(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """``bavard -v receive ARGS`` as a child process, and the lines of its stdout so far."""
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "-v", "receive", *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    def reader() -> None:
+        for line in stdout:
+            lines.append(line)
+
+    threading.Thread(target=reader, daemon=True).start()
+    return proc, lines
+
+
+def stop_cli(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
+    proc.send_signal(sig)
+    try:
+        rc = proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        raise AssertionError("bavard receive did not stop within 15 s") from None
+    err = proc.stderr.read() if proc.stderr else ""
+    return rc, err
