@@ -118,9 +118,10 @@ class _Prepared:
             self.upload.transport.close()
 
 
-class _StopDuringStart(BaseException):
-    """SIGTERM or SIGINT while starting: raised by the handler to cut the start-up short
-    (not an Exception: nothing on the way may take it for a failure)."""
+class _StopNow(BaseException):
+    """SIGTERM or SIGINT while the main thread starts or prepares a reload: raised by the
+    handler to cut that short (not an Exception: nothing on the way may take it for a
+    failure)."""
 
 
 class Daemon:
@@ -142,7 +143,7 @@ class Daemon:
         self._wake = threading.Event()
         self._stop_requested = False
         self._reload_requested = False
-        self._starting = False  # a stop signal now interrupts the start-up
+        self._interruptible = False  # a stop signal now interrupts the main thread
         self.watchdog = Watchdog(self.notifier, status=self.status_line, clock=monotonic)
         self._rate = (monotonic(), 0)  # (when, frames) for frames/s
         self._frames_per_s = 0.0
@@ -160,9 +161,9 @@ class Daemon:
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_stop()
-        if self._starting:  # the main thread is busy starting: interrupt it there
-            self._starting = False
-            raise _StopDuringStart
+        if self._interruptible:  # the main thread is busy starting: interrupt it there
+            self._interruptible = False
+            raise _StopNow
 
     def _on_reload_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_reload()
@@ -183,10 +184,10 @@ class Daemon:
                                name="watchdog", daemon=True)
         try:
             try:
-                self._starting = True
+                self._interruptible = True
                 code = self._start_up()
-                self._starting = False  # the last step: a signal from now on sets a flag
-            except _StopDuringStart:
+                self._interruptible = False  # the last step: a signal from now on sets a flag
+            except _StopNow:
                 code = 0
             if code is not None:
                 if code == 0:
@@ -212,7 +213,7 @@ class Daemon:
             self._event("service.stop", "SIGTERM or SIGINT")
             return 0
         finally:
-            self._starting = False
+            self._interruptible = False
             deadline = self.monotonic() + STOP_BUDGET - 0.5
             self._stop_workers(deadline)
             watchdog_stop.set()
@@ -222,7 +223,7 @@ class Daemon:
 
     def _start_up(self) -> int | None:
         """Read the configuration, start the store and the workers: None when running,
-        else the exit status. A stop signal meanwhile raises _StopDuringStart."""
+        else the exit status. A stop signal meanwhile raises _StopNow."""
         log.info("starting bavard %s with %s", __version__, self.config_path)
         if self._stop_requested:
             return 0
@@ -357,14 +358,23 @@ class Daemon:
     def _reload(self) -> None:
         log.info("reloading %s", self.config_path)
         assert self.config is not None
+        prepared: _Prepared | None = None
         try:
+            self._interruptible = True  # a stop meanwhile does not wait for a large file
             usable = self._load()
             config = usable.config
             if config.store != self.config.store:
                 log.warning("[store] changed: it takes effect at the next restart")
                 config = dataclasses.replace(config, store=self.config.store)
             prepared = self._prepare(config, usable.databases)
+            self._interruptible = False
+        except _StopNow:
+            if prepared is not None:
+                prepared.discard()
+            log.info("reload cut short by a stop request")
+            return
         except Exception as exc:  # BavardError, or a bug: either way the running one stays
+            self._interruptible = False
             headline = f"{self.config_path}: new configuration rejected, the running one stays"
             if isinstance(exc, BavardError):
                 _log_problems(headline, exc)
