@@ -6,16 +6,19 @@ watchdog (agent.service.watchdog); the main thread only handles signals and
 looks after the others. Queues between them are bounded: see the pipeline's
 and the store's overflow policies.
 
-Signals (the handlers only set flags; the main thread acts on them):
+Signals (the handlers set flags that the main thread acts on; a stop signal
+also interrupts the main thread while it checks and builds a configuration):
 
 * SIGTERM, SIGINT: stop the sources, hand what was read to the store, stop the
   uploader (a batch in flight is released, not lost), commit, exit 0: within
-  :data:`STOP_BUDGET` seconds. During the start-up (a large configuration may
-  take long to compile) the signal interrupts it at once: exit 0, nothing
-  started is left running.
-* SIGHUP: read the configuration again. The new pipeline is built *before*
-  the running one is touched: DBCs loaded, decoders compiled, sources opened,
-  the uploader's transport and identity made. A configuration with problems,
+  :data:`STOP_BUDGET` seconds. During the start-up (large DBCs take seconds to
+  parse and compile) the signal cuts it short at once: exit 0 before READY=1,
+  nothing started left running; during a reload's preparation, the reload is
+  dropped and the running pipeline stops as above.
+* SIGHUP: read the configuration again, checked as ``bavard config check``
+  checks it (agent.validation). The new pipeline is built *before* the running
+  one is touched: DBCs loaded, decoders compiled, sources opened, the
+  uploader's transport and identity made. A configuration with problems,
   or one that cannot start (DBCs that cannot be loaded, a bus interface that
   cannot exist here, a log that cannot be opened), is rejected with every
   problem logged, and the running one goes on untouched. Otherwise the old
@@ -27,11 +30,11 @@ Signals (the handlers only set flags; the main thread acts on them):
 
 systemd (Type=notify): READY=1 once the store's writer runs and the sources are
 open (a CAN bus absent at start is a ``bus.down``, opened when it appears; a
-store whose writer cannot start is a failed start, before READY=1); WATCHDOG=1 only while
-the pipeline, the store's writer and the uploader show progress (each beats,
-busy or idle: a thread stuck in a call stops the pings and systemd restarts the
-service); a STATUS= line with frames/s, buffer depth and the age of the last
-upload.
+store whose writer cannot start is a failed start, exit 1 before READY=1);
+WATCHDOG=1 only while the pipeline, the store's writer and the uploader show
+progress (each beats, busy or idle: a thread stuck in a call, or a store writer
+stopped by a bug, stops the pings and systemd restarts the service); a STATUS=
+line with frames/s, buffer depth and the age of the last upload.
 
 Events of its own life go into the buffer like any other (uploaded first):
 ``service.start``, ``service.stop``, ``service.reload`` and
