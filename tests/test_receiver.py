@@ -38,7 +38,6 @@ from helpers.receiver_batches import (
     make_batch,
     post,
     start_cli,
-    stop_cli,
     wait_for,
 )
 
@@ -578,12 +577,12 @@ def test_summary(receiver: Receiver, tmp_path: Path, capsys: pytest.CaptureFixtu
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_cli_http_and_mqtt_until_a_signal(broker: Any, tmp_path: Path, sig: int) -> None:
     directory = tmp_path / "cli"
-    proc, lines = start_cli("--listen", "127.0.0.1:0", "--mqtt", broker.url, "--dir",
-                            str(directory), "--client-id", "cli-receiver")
+    cli = start_cli("--listen", "127.0.0.1:0", "--mqtt", broker.url, "--dir", str(directory),
+                    "--client-id", "cli-receiver")
     try:
-        wait_for(lambda: any("receiving on http" in x for x in lines), what="the URL")
-        wait_for(lambda: any("subscribed to" in x for x in lines), what="the subscription")
-        url = next(x for x in lines if "receiving on http" in x).split()[-1]
+        wait_for(lambda: any("receiving on http" in x for x in cli.out), what="the URL")
+        wait_for(lambda: any("subscribed to" in x for x in cli.out), what="the subscription")
+        url = next(x for x in cli.out if "receiving on http" in x).split()[-1]
         port = int(url.rsplit(":", 1)[1])
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         http_batch, http_payload = encoded(0)
@@ -605,7 +604,7 @@ def test_cli_http_and_mqtt_until_a_signal(broker: Any, tmp_path: Path, sig: int)
 
         wait_for(arrived, what="both batches")
     finally:
-        rc, err = stop_cli(proc, sig)
+        rc, err = cli.stop(sig)
     assert rc == 0, err
     assert "stopped; 2 received: 2 stored" in err
     with ReceiverDb(directory, readonly=True) as db:
@@ -615,6 +614,27 @@ def test_cli_http_and_mqtt_until_a_signal(broker: Any, tmp_path: Path, sig: int)
     out = subprocess.run([sys.executable, "-m", "agent", "receive", "--summary", str(directory)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "2 received: 2 stored" in out.stdout
+
+
+def test_cli_says_why_it_cannot_reach_the_broker_and_keeps_trying(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "mosquitto")  # its port is chosen, nothing listens there yet
+    cli = start_cli("--mqtt", f"mqtt://user:s3cret@127.0.0.1:{broker.port}", "--dir",
+                    str(tmp_path / "received"), "--client-id", "patient-receiver")
+    try:
+        wait_for(lambda: any("cannot connect" in x for x in cli.err), what="a word about it")
+        line = next(x for x in cli.err if "cannot connect" in x)
+        assert "WARNING" in line and f"mqtt://127.0.0.1:{broker.port}: connection refused" in line
+        assert "s3cret" not in line and not any("subscribed" in x for x in cli.out)
+        broker.start()  # late: the receiver is still trying
+        try:
+            wait_for(lambda: any("subscribed to" in x for x in cli.out), what="the subscription")
+        finally:
+            broker.stop()
+    finally:
+        rc, err = cli.stop()
+    assert rc == 0, err
+    assert re.search(r"connected to mqtt://127\.0\.0\.1:\d+ after \d+ failed attempts", err)
+    assert "s3cret" not in err + "".join(cli.out)
 
 
 def test_cli_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,7 +19,6 @@ from helpers.receiver_batches import (
     encoded,
     post,
     start_cli,
-    stop_cli,
     wait_for,
 )
 
@@ -40,11 +39,11 @@ def peak_rss_mb(pid: int) -> float:
 
 def test_amplifying_batches_are_refused_with_bounded_memory(broker: Broker,
                                                             tmp_path: Path) -> None:
-    proc, lines = start_cli("--listen", "127.0.0.1:0", "--mqtt", broker.url, "--dir",
-                            str(tmp_path / "received"), "--client-id", "limits-receiver")
+    cli = start_cli("--listen", "127.0.0.1:0", "--mqtt", broker.url, "--dir",
+                    str(tmp_path / "received"), "--client-id", "limits-receiver")
     try:
-        wait_for(lambda: any("subscribed to" in x for x in lines), what="the subscription")
-        url = next(x for x in lines if "receiving on http" in x).split()[-1]
+        wait_for(lambda: any("subscribed to" in x for x in cli.out), what="the subscription")
+        url = next(x for x in cli.out if "receiving on http" in x).split()[-1]
         c = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=60)
         bombs = [amplifying_batch(limits.body_limit(records) - 5, records)
                  for records in (0, 50_000)]
@@ -71,9 +70,9 @@ def test_amplifying_batches_are_refused_with_bounded_memory(broker: Broker,
         wait_for(lambda: counted()["received"] == 6, what="the MQTT messages")
         assert counted() == {"received": 6, "stored": 2, "duplicates": 0, "invalid": 4}
         c.close()
-        peak = peak_rss_mb(proc.pid)
+        peak = peak_rss_mb(cli.proc.pid)
     finally:
-        rc, err = stop_cli(proc)
+        rc, err = cli.stop()
     assert rc == 0, err
     assert peak < RSS_LIMIT_MB, f"peak RSS {peak:.0f} MB"
 

@@ -16,6 +16,12 @@ The address served is printed on stdout (``receiving on http://127.0.0.1:PORT``,
 useful with port 0), and a line once the MQTT subscription is granted (batches
 published before that are not queued for the receiver's session unless it
 existed already); the log goes to stderr.
+
+A broker that cannot be reached (refused, a name that does not resolve, TLS,
+no answer) or that refuses the connection is named with the reason on stderr,
+and the receiver keeps trying (every 10 s at most) until it is stopped: it is a
+service, and a broker that starts after it or restarts is not an error. The
+same reason is repeated at most once a minute.
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "MQTT counted as invalid)")
     mqtt = parser.add_argument_group("MQTT")
     mqtt.add_argument("--mqtt", metavar="URL",
-                      help="subscribe at this broker: mqtt://HOST[:PORT] or mqtts://...")
+                      help="subscribe at this broker: mqtt://HOST[:PORT] or mqtts://...; "
+                           "when it cannot be reached, says why and keeps trying")
     mqtt.add_argument("--topic", default="bavard/+/batch",
                       help="topic filter (default bavard/+/batch)")
     mqtt.add_argument("--ca-file", metavar="FILE", type=Path,
@@ -121,9 +128,10 @@ def _serve(args: argparse.Namespace) -> int:
                                    max_bytes=args.max_bytes)
             running.append(subscriber)
             while not stop.is_set() and not subscriber.wait_subscribed(0.5):
-                pass  # paho keeps trying; the log says why it cannot connect
+                pass  # it keeps trying; the log says why it cannot connect
             if subscriber.wait_subscribed(0):
-                print(f"receiving from {args.mqtt}: subscribed to {args.topic}", flush=True)
+                print(f"receiving from {subscriber.where}: subscribed to {args.topic}",
+                      flush=True)
         while not stop.wait(0.5):
             pass
     finally:

@@ -35,7 +35,17 @@ Decisions:
   redelivers it; the reconnect delay backs off up to ``MAX_RECONNECT_DELAY``.
 - *Reconnects*: paho's network thread (``loop_start``) reconnects after any
   lost connection, a broker restart included, and also keeps trying when the
-  broker is not there at start-up. The subscription is renewed on each connect.
+  broker is not there at start-up (every 1 s, backing off to every 10 s), for
+  as long as the receiver runs: a broker that starts later or comes back is
+  what a receiver service expects. The subscription is renewed on each connect.
+- *Saying why*: paho retries without a word, so every failed attempt is
+  caught where paho makes it (:meth:`_Client.reconnect`) and logged at WARNING
+  with the broker's URL (without its password) and the reason: connection
+  refused, a host name that does not resolve, a TLS failure (certificate
+  verification, handshake), no answer; the same reason again at most once a
+  minute, and once connected, after how many failed attempts. A broker that
+  refuses the CONNECT (credentials, not authorised) is logged at ERROR, as
+  rarely.
 - Plain ``mqtt://`` to a host that is not loopback works but is logged as a
   warning: the batches would cross the network in the clear.
 """
@@ -45,14 +55,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -69,6 +82,7 @@ DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # seconds the broker keeps the session w
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # as the HTTP receiver's
 KEEPALIVE = 30
 MIN_RECONNECT_DELAY, MAX_RECONNECT_DELAY = 1, 10  # seconds (paho wants ints)
+REPEAT_LOG = 60.0  # seconds: the same connection failure is logged again at most this often
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,22 @@ class MqttSettings:
     key_file: Path | None = None
     session_expiry: int = DEFAULT_SESSION_EXPIRY
     max_bytes: int = DEFAULT_MAX_BYTES  # a bigger message is refused unread (counted, acked)
+
+
+class _Client(mqtt.Client):
+    """paho's client, telling :attr:`failed` why each connection attempt failed (paho's
+    own loop only reports that one did, through ``on_connect_fail``)."""
+
+    def __init__(self, failed: Callable[[OSError], None], **kwargs: Any) -> None:
+        super().__init__(CallbackAPIVersion.VERSION2, **kwargs)
+        self.failed = failed
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.failed(exc)
+            raise
 
 
 class MqttReceiver:
@@ -102,12 +132,18 @@ class MqttReceiver:
         except ValueError:
             raise ReceiverError(f"--mqtt {settings.url!r}: bad port") from None
         self.transport = parts.scheme
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        #: the broker's URL for messages: no user name or password
+        self.where = f"{parts.scheme}://{host}:{self.port}"
         self._subscribed = threading.Event()
         self._closing = False
         # held while a message is handled: close() waits for its PUBACK to be queued
         self._handling = threading.Lock()
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
+        self._trouble: str | None = None  # why the last attempt failed, until one succeeds
+        self._trouble_logged = 0.0
+        self._failures = 0
+        client = _Client(self._connect_failed, client_id=settings.client_id,
+                         protocol=mqtt.MQTTv5, manual_ack=True)
         if parts.username is not None:
             client.username_pw_set(unquote(parts.username),
                                    unquote(parts.password) if parts.password else None)
@@ -116,7 +152,7 @@ class MqttReceiver:
                 client.tls_set(ca_certs=_opt(settings.ca_file), certfile=_opt(settings.cert_file),
                                keyfile=_opt(settings.key_file))
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                raise ReceiverError(f"--mqtt {settings.url}: TLS setup failed: {exc}") from None
+                raise ReceiverError(f"--mqtt {self.where}: TLS setup failed: {exc}") from None
         elif not _all_loopback(self.host):
             log.warning("plain MQTT to %s: batches cross the network unencrypted "
                         "(use mqtts://)", self.host)
@@ -134,7 +170,7 @@ class MqttReceiver:
         self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE, clean_start=False,
                                   properties=props)
         self.client.loop_start()
-        log.info("subscribing to %s on %s as %s", self.settings.topic, self.settings.url,
+        log.info("subscribing to %s on %s as %s", self.settings.topic, self.where,
                  self.settings.client_id)
         return self
 
@@ -162,11 +198,34 @@ class MqttReceiver:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
         if reason.is_failure:
-            log.error("broker %s refused the connection: %s", self.settings.url, reason)
+            self._report(f"the broker refused the connection: {reason} (check the user "
+                         f"name and password in the URL, --cert/--key, the broker's access "
+                         f"rules)", logging.ERROR)
             return
-        log.info("connected to %s (session %s)", self.settings.url,
-                 "resumed" if flags.session_present else "new")
+        if self._failures:
+            log.warning("connected to %s after %d failed attempts", self.where, self._failures)
+        else:
+            log.info("connected to %s (session %s)", self.where,
+                     "resumed" if flags.session_present else "new")
+        self._trouble, self._failures = None, 0
         client.subscribe(self.settings.topic, qos=1)
+
+    def _connect_failed(self, exc: OSError) -> None:
+        self._report(_why(exc, self.host), logging.WARNING)
+
+    def _report(self, reason: str, level: int) -> None:
+        """Log a failed connection attempt: a new reason at once, the same again after
+        ``REPEAT_LOG`` seconds."""
+        now = time.monotonic()
+        self._failures += 1
+        if reason != self._trouble or now - self._trouble_logged >= REPEAT_LOG:
+            self._trouble_logged = now
+            log.log(level, "cannot connect to the MQTT broker %s: %s; trying again (every "
+                    "%d s at most) until stopped", self.where, reason, MAX_RECONNECT_DELAY)
+        else:
+            log.debug("cannot connect to %s: %s (attempt %d)", self.where, reason,
+                      self._failures)
+        self._trouble = reason
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
                       properties: Any) -> None:
@@ -181,8 +240,7 @@ class MqttReceiver:
                        properties: Any) -> None:
         self._subscribed.clear()
         if not self._closing:
-            log.warning("lost the connection to %s (%s); reconnecting", self.settings.url,
-                        reason)
+            log.warning("lost the connection to %s (%s); reconnecting", self.where, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._handling:
@@ -221,6 +279,24 @@ def _user_property(msg: mqtt.MQTTMessage, name: str) -> str | None:
         if key == name:
             return str(value)
     return None
+
+
+def _why(exc: OSError, host: str) -> str:
+    """Why connecting failed, in a few words."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS certificate verification failed: {exc.verify_message or exc.reason} "
+                f"(is --ca-file the CA that signed the broker's certificate?)")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failure: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name {host!r}: {exc.strerror or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running, on this port?)"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the peer (mqtts:// to a plain MQTT port, or the reverse?)"
+    if isinstance(exc, TimeoutError):
+        return "no answer (timed out)"
+    return f"{exc.strerror or exc}"
 
 
 def _drop_connection(client: mqtt.Client) -> None:

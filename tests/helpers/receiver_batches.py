@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -167,30 +168,38 @@ def wait_for(condition: Callable[[], bool], timeout: float = WAIT, what: str = "
     raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
 
 
-def start_cli(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
-    """``bavard -v receive ARGS`` as a child process, and the lines of its stdout so far."""
+@dataclass
+class Cli:
+    """``bavard -v receive ARGS`` running as a child process; ``out`` and ``err`` are the
+    lines of its stdout and stderr so far."""
+
+    proc: subprocess.Popen[str]
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        """Send ``sig``; (exit status, all of stderr) once it has exited."""
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError("bavard receive did not stop within 15 s") from None
+        for reader in self.readers:
+            reader.join(5)
+        return rc, "".join(self.err)
+
+
+def start_cli(*args: str) -> Cli:
     proc = subprocess.Popen([sys.executable, "-m", "agent", "-v", "receive", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: list[str] = []
-    assert proc.stdout is not None
-    stdout = proc.stdout
-
-    def reader() -> None:
-        for line in stdout:
-            lines.append(line)
-
-    threading.Thread(target=reader, daemon=True).start()
-    return proc, lines
-
-
-def stop_cli(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str]:
-    proc.send_signal(sig)
-    try:
-        rc = proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-        raise AssertionError("bavard receive did not stop within 15 s") from None
-    err = proc.stderr.read() if proc.stderr else ""
-    return rc, err
+    cli = Cli(proc)
+    for stream, lines in ((proc.stdout, cli.out), (proc.stderr, cli.err)):
+        assert stream is not None
+        reader = threading.Thread(target=lines.extend, args=(stream,), daemon=True)
+        reader.start()
+        cli.readers.append(reader)
+    return cli
