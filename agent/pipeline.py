@@ -81,7 +81,7 @@ def open_source(
         return cls(cfg.name, seed=cfg.seed, speed=cfg.speed, channel=cfg.name, clock=clock,
                    wait=wait, **extra)
     return cls(cfg.name, interface=cfg.interface, channel=cfg.channel, bitrate=cfg.bitrate,
-               fd=cfg.fd, data_bitrate=cfg.data_bitrate, can_filters=can_filters)
+               fd=cfg.fd, data_bitrate=cfg.data_bitrate, can_filters=can_filters, clock=clock)
 
 
 @dataclass
