@@ -31,6 +31,9 @@ This module is the public face; the work is done in:
 * :mod:`.order`: the canonical order of the samples
 * :mod:`.exact`: integer bounds and bit-exact float checks
 * :mod:`.validate`: checked reading of untrusted msgpack values
+* :mod:`.limits`: how big a batch may be, and what its msgpack may cost unpacked,
+  checked before anything is built
+* :mod:`.wire`: the HTTP content type and header, the MQTT user property
 """
 
 from __future__ import annotations
