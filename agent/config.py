@@ -77,12 +77,6 @@ def number_ranges() -> dict[str, Range]:
     }
 
 
-# Before counters and checksums were recognised by name (agent.volatile), these
-# case-sensitive globs were the default of selection.volatile. The default is now
-# no extra pattern; kept only for the benchmark scripts that still pass them.
-DEFAULT_VOLATILE = ("*Counter*", "*counter*", "*Checksum*", "*checksum*", "*CRC*", "*Crc*")
-
-
 @dataclass(frozen=True)
 class ChannelConfig:
     """One CAN channel: a live python-can bus, a log to replay, or the simulator."""

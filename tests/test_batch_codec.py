@@ -671,7 +671,7 @@ def test_inspect_of_a_damaged_file_is_a_bavard_error(tmp_path: Path) -> None:
 def log_batches(log: Path, dbc: Path) -> list[tuple[Batch, list[Frame]]]:
     """``log`` decoded through ``dbc`` with every signal on change (counters and checksums
     not selected, as the demo configures it), cut into 60 s batches: (batch, bus frames)."""
-    from agent.config import DEFAULT_VOLATILE, SignalRule
+    from agent.config import SelectionConfig, SignalRule
     from agent.decode.dbc_files import load_dbc
     from agent.decode.decoder import ChannelDecoder
     from agent.policy.rules import RuleSet
@@ -684,8 +684,8 @@ def log_batches(log: Path, dbc: Path) -> list[tuple[Batch, list[Frame]]]:
     def change_rule(message: str, signal: str) -> tuple[bool, float, float | None]:
         return (True, 0.0, None)
 
-    decoder = ChannelDecoder("can0", [db], Selector(("*",), DEFAULT_VOLATILE), change_rule,
-                             DEFAULT_VOLATILE)
+    decoder = ChannelDecoder("can0", [db], Selector.from_config(SelectionConfig(), [db]),
+                             change_rule)
     meta = signal_metadata("can0", [db])
     fingerprint = dbc_fingerprint([dbc])
     out: list[tuple[Batch, list[Frame]]] = []

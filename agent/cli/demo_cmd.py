@@ -88,6 +88,7 @@ def render(daemon: Any, receiver: Any, elapsed: float, out: TextIO) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from agent.cli.receive_cmd import render as render_summary
+    from agent.private_files import make_private_dir
     from agent.receiver.core import Receiver
     from agent.receiver.database import ReceiverDb
     from agent.receiver.http_server import serve
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         # against its own directory (--dir demo1 gave demo1/demo1/state)
         base = (args.dir.expanduser() if args.dir else Path(tmp)).resolve()
         base.mkdir(parents=True, exist_ok=True)
-        (base / "state").mkdir(exist_ok=True)
+        make_private_dir(base / "state")  # decoded vehicle data: 0700 whatever the umask
         receiver = Receiver.open(base / "received")
         server = serve(receiver, "127.0.0.1", 0)
         config = base / "demo.toml"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from agent.batch.limits import MAX_RECORDS
 from agent.ranges import Range, TiB, show
 
 DEFAULT_STATE_DIR = Path("/var/lib/bavard")
@@ -102,7 +103,7 @@ RANGES = {
     "quota_bytes": Range(256 * KiB, TiB),
     "commit_interval": Range(0, 3_600, open_low=True),
     "commit_items": Range(1, 1_000_000),
-    "chunk_items": Range(1, 1_000_000),
+    "chunk_items": Range(1, MAX_RECORDS),
     "queue_items": Range(1, 10_000_000),
     "checkpoint_interval": Range(0, 3_600, open_low=True),
     "max_age_events": Range(0, 3_650 * DAY, open_low=True),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from agent.batch.limits import MAX_RECORDS
 from agent.ranges import DAY, Range, TiB, show
 from agent.store.settings import Kind
 from agent.upload.transport import TransportConfig
@@ -81,7 +82,7 @@ class UploadConfig:
 RANGES = {
     "timeout": Range(0, 3_600, open_low=True),
     "max_batch_bytes": Range(1, 256 * MiB),
-    "batch_items": Range(1, 1_000_000),
+    "batch_items": Range(1, MAX_RECORDS),
     "batch_seconds": Range(0, DAY, open_low=True),
     "linger": Range(0, DAY),
     "retry_initial": Range(0, DAY, open_low=True),
