@@ -3,7 +3,13 @@
 Every test here is marked ``vcan`` and skips cleanly when this kernel has no
 AF_CAN or no vcan0, so the ordinary ``pytest`` run passes over them.
 ``scripts/test_vcan.sh`` runs them natively where the kernel can (a laptop or
-a Pi after ``modprobe vcan``), otherwise inside User-Mode Linux.
+a Pi after ``modprobe vcan``), otherwise inside User-Mode Linux, otherwise
+inside QEMU (``scripts/vcan_run.sh``).
+
+Under QEMU without KVM (TCG) code runs several times slower: the runner sets
+``BAVARD_VCAN_SLOW`` (4) and every wait here (``wait_until``, ``Reader``'s
+watchdog and ``wait_for``) is stretched by that factor. Only bounds stretch: a
+test that watches for something not to happen watches longer, never less.
 
 Helpers shared by the tests: a reader thread around a source (every wait in
 it bounded), ``cansend`` and ``ip link`` wrappers, and the kernel's receive
@@ -13,6 +19,7 @@ installed and how many frames each one matched.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -28,7 +35,19 @@ from agent.frames import Frame
 from agent.sources.base import Source
 
 IFACE = "vcan0"
-WATCHDOG = 20.0  # seconds: no reader here runs longer (a failing test, not a hang)
+
+
+def _slowdown() -> float:
+    """``BAVARD_VCAN_SLOW`` within [1, 20]; 1 when unset or not a number."""
+    try:
+        slow = float(os.environ.get("BAVARD_VCAN_SLOW", "1"))
+    except ValueError:
+        return 1.0
+    return min(max(slow, 1.0), 20.0) if math.isfinite(slow) else 1.0
+
+
+SLOW = _slowdown()  # how many times slower than native this kernel runs the code
+WATCHDOG = 20.0 * SLOW  # seconds: no reader here runs longer (a failing test, not a hang)
 
 
 def vcan_missing() -> str | None:
@@ -135,7 +154,8 @@ class Reader:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
+    """True once ``condition()`` is; False after ``timeout`` s (times ``SLOW``)."""
+    deadline = time.monotonic() + timeout * SLOW
     while time.monotonic() < deadline:
         if condition():
             return True
