@@ -58,24 +58,28 @@ guest_cmd_file() {
 guest_run() {
   local boot_s=$1 run_s=$2 dir=$3 pid ticks=0
   shift 3
-  timeout -k 5 "$run_s" "$@" &
-  pid=$!
-  # timeout runs in its own process group: a Ctrl-C reaches it through here
-  # shellcheck disable=SC2064
-  trap "kill -TERM $pid 2>/dev/null; wait $pid; exit 130" INT TERM HUP
   GUEST_BOOT_HUNG=0
-  while [ ! -e "$dir/started" ] && kill -0 "$pid" 2>/dev/null; do
-    if [ "$ticks" -ge $((boot_s * 10)) ]; then
-      GUEST_BOOT_HUNG=1
-      kill -TERM "$pid" 2>/dev/null
-      break
-    fi
-    sleep 0.1
-    ticks=$((ticks + 1))
-  done
-  wait "$pid" 2>/dev/null  # no "Aborted" line from bash: the kernel's says more
-  GUEST_STATUS=$?
-  trap - INT TERM HUP
+  # bash's own "Aborted" line for a guest that died of a signal goes to
+  # /dev/null (fd 2 here); the program's stderr is the caller's (fd 4)
+  {
+    timeout -k 5 "$run_s" "$@" 2>&4 4>&- &
+    pid=$!
+    # timeout runs in its own process group: a Ctrl-C reaches it through here
+    # shellcheck disable=SC2064
+    trap "kill -TERM $pid 2>/dev/null; wait $pid; exit 130" INT TERM HUP
+    while [ ! -e "$dir/started" ] && kill -0 "$pid"; do
+      if [ "$ticks" -ge $((boot_s * 10)) ]; then
+        GUEST_BOOT_HUNG=1
+        kill -TERM "$pid"
+        break
+      fi
+      sleep 0.1
+      ticks=$((ticks + 1))
+    done
+    wait "$pid"
+    GUEST_STATUS=$?
+    trap - INT TERM HUP
+  } 4>&2 2>/dev/null
 }
 
 # guest_cause KERNEL_LOG: the kernel's own lines that say why a guest died, on
