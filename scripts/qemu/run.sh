@@ -41,7 +41,7 @@ case $(uname -m) in
   x86_64) DEBARCH=amd64 QEMU=qemu-system-x86_64 QEMU_PKG=qemu-system-x86
           MACHINE=(-machine q35) CONSOLE=ttyS0 CPUFLAGS='vmx|svm' ;;
   aarch64) DEBARCH=arm64 QEMU=qemu-system-aarch64 QEMU_PKG=qemu-system-arm
-           MACHINE=(-machine virt) CONSOLE=ttyAMA0 CPUFLAGS='' ;;
+           MACHINE=(-machine virt,gic-version=max) CONSOLE=ttyAMA0 CPUFLAGS='' ;;
   *) die "no QEMU recipe for $(uname -m)" ;;
 esac
 
