@@ -9,8 +9,9 @@ room (back-pressure, nothing lost); a live bus (``Source.live``) cannot wait,
 so a chunk that finds the queue full is dropped and counted in
 ``ChannelRuntime.dropped``.
 
-Stopping: the stop event ends the readers; what they read is handed on and
-consumed, then the reader threads are joined within :data:`JOIN_BUDGET`
+Stopping: the stop event ends the readers; what they read, and what a live
+bus had received but they had not read yet (``Source.drain``), is handed on
+and consumed, then the reader threads are joined within :data:`JOIN_BUDGET`
 seconds *in all* (a reader stuck in a read that ignores the stop is left
 behind, a daemon thread) and the sources are closed.
 
@@ -240,6 +241,7 @@ class Pipeline:
                     self._hand_on(index, ch, chunk, live, stop)
                     chunk = []
                     started = clock()
+            chunk.extend(source.drain())  # received before the stop: kept, not discarded
         except BavardError as exc:
             ch.error = str(exc)
             log.error("channel %s stopped: %s", ch.config.name, exc)

@@ -255,7 +255,9 @@ def test_what_no_wait_cures_is_still_a_configuration_error() -> None:
 
 def test_a_source_taking_over_skips_what_the_old_one_read() -> None:
     """The service's reload opens the new source before it stops the old one: both queue
-    the same frames for a moment, and the new one must not store them twice."""
+    the same frames for a moment. The new one must not store again what the old one read,
+    and must keep what the old one never read (here: a frame its filter left out; on a
+    loaded box, frames its socket's full queue dropped)."""
     channel = f"bavard-reconnect-{uuid.uuid4().hex}"
     stop = threading.Event()
     watchdog = threading.Timer(WATCHDOG, stop.set)
@@ -263,11 +265,13 @@ def test_a_source_taking_over_skips_what_the_old_one_read() -> None:
 
     def message(i: int) -> can.Message:
         return can.Message(timestamp=1_700_000_000.0 + i, arbitration_id=0x100 + i,
-                           data=bytes([i]))
+                           is_extended_id=False, data=bytes([i]))
 
+    every_id_but_0x103 = [{"can_id": 0x100 + i, "can_mask": 0x7FF} for i in (0, 1, 2, 4, 5, 6)]
     try:
         with can.Bus(interface="virtual", channel=channel, preserve_timestamps=True) as sender:
-            old = CanBusSource("veh", interface="virtual", channel=channel)
+            old = CanBusSource("veh", interface="virtual", channel=channel,
+                               can_filters=every_id_but_0x103)
             for i in range(3):
                 sender.send(message(i))
             new = CanBusSource("veh", interface="virtual", channel=channel)  # opened now
@@ -276,12 +280,12 @@ def test_a_source_taking_over_skips_what_the_old_one_read() -> None:
             read = []
             for frame in old.frames(stop):  # the old one reads on until it is stopped
                 read.append(frame.arbitration_id)
-                if len(read) == 5:
+                if len(read) == 3:
                     break
+            read += [f.arbitration_id for f in old.drain()]  # what its queue held at the stop
             old.close()
-            assert read == [0x100, 0x101, 0x102, 0x103, 0x104]
-            assert old.last_timestamp == 1_700_000_004.0
-            new.skip_through = old.last_timestamp
+            assert read == [0x100, 0x101, 0x102, 0x104, 0x105]
+            new.take_over(old)
             sender.send(message(6))
             taken = []
             for frame in new.frames(stop):
@@ -292,7 +296,28 @@ def test_a_source_taking_over_skips_what_the_old_one_read() -> None:
     finally:
         watchdog.cancel()
     assert not stop.is_set()
-    assert taken == [0x105, 0x106]  # 0x103 and 0x104 were the old one's
+    assert taken == [0x103, 0x106]  # 0x104, 0x105 were the old one's; 0x103 it never read
+
+
+def test_a_stop_keeps_what_the_bus_already_received() -> None:
+    """Regression: a reader that fell behind (a busy box, a reload compiling) had frames
+    waiting in its socket's queue at the stop; they went with the socket. Now the
+    pipeline drains them: at a reload the new source, opened later, may not have them."""
+    channel = f"bavard-reconnect-{uuid.uuid4().hex}"
+    with CanBusSource("veh", interface="virtual", channel=channel) as source, \
+            can.Bus(interface="virtual", channel=channel) as sender:
+        for i in range(3):
+            sender.send(can.Message(arbitration_id=0x100 + i, is_extended_id=False,
+                                    data=bytes([i])))
+        stop = threading.Event()
+        stop.set()  # stopped before it read them
+        assert list(source.frames(stop)) == []
+        drained = source.drain()
+        assert [(f.arbitration_id, f.data) for f in drained] == [
+            (0x100, b"\x00"), (0x101, b"\x01"), (0x102, b"\x02")]
+        assert source.stats.frames == 3
+        assert list(source.recent) == [f.timestamp for f in drained]
+        assert source.drain() == []
 
 
 def test_a_29_bit_id_marked_11_bit_by_python_can_is_29_bit_on_the_live_bus() -> None:

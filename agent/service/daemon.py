@@ -25,8 +25,9 @@ also interrupts the main thread while it checks and builds a configuration):
   workers are stopped and the new ones started; the store and what it holds
   are kept (a changed ``[store]`` needs a restart). A live bus is read by
   both for a moment: the new source skips the frames the old one already
-  read (by their receive time), so the swap loses or repeats at most the
-  frames of a few milliseconds.
+  read (by their receive time), so the swap neither loses nor repeats a frame
+  (one the old socket dropped, overloaded, comes from the new one, a little
+  out of order).
 
 systemd (Type=notify): READY=1 once the store's writer runs and the sources are
 open (a CAN bus absent at start is a ``bus.down``, opened when it appears; a
@@ -469,13 +470,11 @@ class Daemon:
 def _take_over(previous: Pipeline, pipeline: Pipeline) -> None:
     """A new CAN source on the bus an old one read skips what the old one read: both
     were open for a moment, and the new one queued those frames too."""
-    last: dict[str, float | None] = {}
-    for ch in previous.channels:
-        if isinstance(ch.source, CanBusSource):
-            last[ch.source.where] = ch.source.last_timestamp
+    old = {ch.source.where: ch.source for ch in previous.channels
+           if isinstance(ch.source, CanBusSource)}
     for ch in pipeline.channels:
-        if isinstance(ch.source, CanBusSource):
-            ch.source.skip_through = last.get(ch.source.where)
+        if isinstance(ch.source, CanBusSource) and ch.source.where in old:
+            ch.source.take_over(old[ch.source.where])
 
 
 def _log_problems(headline: str, exc: BavardError) -> None:

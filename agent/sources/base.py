@@ -15,7 +15,9 @@ looked up by name:
   when nothing came for a while (a quiet live bus, a gap starting), so that
   the pipeline hands on what it holds;
 * ``stats.gaps``, ``stats.in_gap``, ``stats.gap_seconds``: the times reading
-  stopped and came back (always 0 for a log or the simulator).
+  stopped and came back (always 0 for a log or the simulator);
+* ``drain()``: once ``frames()`` ended on a stop, what the source received but
+  did not yield yet (a live bus's receive queue; nothing for the others).
 """
 
 from __future__ import annotations
@@ -71,6 +73,17 @@ class Source(ABC):
     @abstractmethod
     def _frames(self, stop: threading.Event) -> Iterator[Frame]:
         """The implementation's frames; return when exhausted or when ``stop`` is set."""
+
+    def drain(self) -> list[Frame]:
+        """After ``frames()`` ended on a stop: the frames the source already holds (a live
+        bus's receive queue), counted like the others. Call in the reading thread."""
+        frames = self._drain()
+        self.stats.frames += len(frames)
+        return frames
+
+    def _drain(self) -> list[Frame]:
+        """Hook: frames received but not yet yielded (none unless overridden)."""
+        return []
 
     def close(self) -> None:
         """Release what the source holds. Safe to call more than once."""

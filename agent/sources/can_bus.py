@@ -33,12 +33,20 @@ wait can cure (an unknown interface name, a vendor library or kernel support
 that is missing, a bad option) raises :class:`~agent.errors.SourceError`: a
 configuration error.
 
+Stopping: the iteration ends at the stop request; :meth:`~Source.drain` then
+reads what the receive queue already holds (frames received before the stop,
+at most :data:`DRAIN_MAX`), so that a reader that fell behind does not throw
+them away with the socket.
+
 Taking over from another source on the same bus (the service's reload opens
 the new sources before it stops the old ones; SocketCAN and python-can's
-``virtual`` interface let two readers share a bus): ``skip_through`` set to
-the old source's ``last_timestamp`` drops the frames the new one queued while
-the old one was still reading them, up to the first newer frame or the first
-quiet read.
+``virtual`` interface let two readers share a bus, and both sockets see the
+same receive timestamp on a frame): :meth:`CanBusSource.take_over` makes the
+new source drop the frames it queued that the old one read (drained
+included), recognised by their timestamps (the old source remembers its last
+:data:`RECENT` ones). A frame the old one never read (its socket's queue
+overflowed, or its filter did not select it) is kept. The skipping ends at the
+first frame newer than the old source's last one, or at the first quiet read.
 
 Sources yield frames only, so a gap is not an :class:`~agent.frames.Event`
 here; its counters are in ``stats``.
@@ -50,6 +58,7 @@ import errno
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +75,9 @@ RECONNECT_INITIAL = 0.1  # seconds before the first reopen after a read error
 # seconds: the backoff between reopen attempts is capped here. Reopening a socket is
 # cheap, and every second of backoff after the link is back is a second of bus lost.
 RECONNECT_MAX = 1.0
+RECENT = 16_384  # timestamps of the last frames read, for a source that takes over
+DRAIN_MAX = 4_096  # frames read from the receive queue at a stop (a full queue holds ~300)
+DRAIN_WAIT = 0.001  # seconds a read of the drain waits: the queue is empty after it
 # errnos of an open that no wait cures: the kernel has no CAN support at all
 _NEVER = frozenset({errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT})
 
@@ -143,11 +155,11 @@ class CanBusSource(Source):
         self.reconnect_max = reconnect_max
         self.clock = clock
         self.where = f"{interface}:{channel}"
-        #: the receive timestamp of the last frame yielded (None before the first)
-        self.last_timestamp: float | None = None
-        #: frames stamped at or before this are dropped until a newer one or a quiet read
-        #: (they were read by the source this one takes over from)
-        self.skip_through: float | None = None
+        #: receive timestamps of the last RECENT frames yielded, oldest first
+        self.recent: deque[float] = deque(maxlen=RECENT)
+        # what take_over() says was read already: up to this timestamp, these timestamps
+        self._read_through: float | None = None
+        self._read: frozenset[float] = frozenset()
         self._lock = threading.Lock()  # the bus is shut down by close() from another thread
         self._gap_started = 0.0  # clock() when the current gap began
         self._gap_wall = 0.0  # time.time() of the same moment, for the log
@@ -158,6 +170,12 @@ class CanBusSource(Source):
             if not bus_absent(exc.__cause__):
                 raise
             self._start_gap(f"cannot open the bus ({exc.__cause__})")
+
+    def take_over(self, previous: CanBusSource) -> None:
+        """Skip what ``previous`` (on the same bus, open at the same time as this one,
+        stopped now) read already. Call before reading."""
+        self._read = frozenset(previous.recent)
+        self._read_through = previous.recent[-1] if previous.recent else None
 
     def _open_bus(self) -> Any:
         """A new python-can bus; SourceError when it cannot be opened."""
@@ -194,7 +212,7 @@ class CanBusSource(Source):
         name = self.name
         stats = self.stats
         skipped = stats.skipped
-        cut = self.skip_through
+        recent = self.recent
         delays = backoff_delays(self.reconnect_initial, self.reconnect_max)
         while not stop.is_set() and not self._closed:
             bus = self.bus
@@ -229,19 +247,50 @@ class CanBusSource(Source):
                 self._end_gap()
                 delays = backoff_delays(self.reconnect_initial, self.reconnect_max)
             if msg is None:
-                cut = None  # what was queued before is read: the rest is new
+                self._read_through = None  # what was queued before is read: the rest is new
                 if self.on_idle is not None:
                     self.on_idle()
                 continue
             frame = frame_from_message(msg, name, skipped)
-            if frame is None:
+            if frame is None or (self._read_through is not None and self._taken(frame)):
                 continue
-            if cut is not None:
-                if frame.timestamp <= cut:
-                    continue
-                cut = None
-            self.last_timestamp = frame.timestamp
+            recent.append(frame.timestamp)
             yield frame
+
+    def _taken(self, frame: Frame) -> bool:
+        """True for a frame the source this one took over from read already."""
+        assert self._read_through is not None
+        if frame.timestamp > self._read_through:
+            self._read_through = None  # newer than anything it read: the skipping is over
+            return False
+        return frame.timestamp in self._read
+
+    def _drain(self) -> list[Frame]:
+        """The frames the bus's receive queue holds, received before now: what came
+        while the reader was busy, and, at a reload, what the source that takes over
+        may have missed (it opened later). At most :data:`DRAIN_MAX`."""
+        import can
+
+        bus = self.bus
+        if bus is None or self._closed:
+            return []
+        now = time.time()  # the kernel stamps frames with the same clock
+        out: list[Frame] = []
+        for _ in range(DRAIN_MAX):
+            try:  # not 0: an interface that filters in Python gives up at a filtered frame
+                msg = bus.recv(DRAIN_WAIT)
+            except (can.CanError, OSError):
+                break
+            if msg is None:
+                break
+            frame = frame_from_message(msg, self.name, self.stats.skipped)
+            if frame is None or (self._read_through is not None and self._taken(frame)):
+                continue
+            self.recent.append(frame.timestamp)
+            out.append(frame)
+            if frame.timestamp > now:  # a busy bus refills the queue: not past the stop
+                break
+        return out
 
     def _drop_bus(self) -> None:
         with self._lock:

@@ -386,7 +386,9 @@ class Sender:
 def test_a_reload_on_a_live_bus_loses_and_repeats_nothing(vcan0: str, tmp_path: Path) -> None:
     """SIGHUP while frames stream in: the new pipeline's socket is open before the old
     one closes, and it skips what the old one read, so every frame is stored once.
-    (Before, the old socket closed first: the frames of the whole swap were lost.)"""
+    (Before, the old socket closed first: the frames of the whole swap were lost.)
+    In a slow guest (QEMU without KVM) the old reader may fall behind while the reload
+    compiles and its socket drop a few frames: the new socket has them."""
     state = tmp_path / "state"
     config = speed_config(tmp_path / "bavard.toml", vcan0, state)
     assert filter_lines() == [], "another CAN_RAW filter is on vcan0"
@@ -404,8 +406,7 @@ def test_a_reload_on_a_live_bus_loses_and_repeats_nothing(vcan0: str, tmp_path: 
             reloaded_at = sender.sent
             assert wait_until(lambda: sender.sent >= reloaded_at + 100, 10)
         sent = sender.sent
-        assert wait_until(lambda: stored_count(state) >= sent, 10), \
-            f"{stored_count(state)} of {sent} stored:\n{output.so_far()}"
+        wait_until(lambda: stored_count(state) >= sent, 10)
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=15)
     finally:
@@ -415,6 +416,11 @@ def test_a_reload_on_a_live_bus_loses_and_repeats_nothing(vcan0: str, tmp_path: 
     log = output.text()
     assert daemon.returncode == 0, log
     stored = stored_values(state)
-    speeds = stored[("VehicleDynamics", "VehicleSpeed")]
-    assert speeds == pytest.approx([i / 100 for i in range(1, sent + 1)]), \
-        f"{len(speeds)} stored of {sent} sent"
+    speeds = [round(v * 100) for v in stored[("VehicleDynamics", "VehicleSpeed")]]
+    missing = sorted(set(range(1, sent + 1)) - set(speeds))
+    # in order but for frames the old socket dropped (its reader starved by the reload's
+    # work): the new one has them, and they come after the old one's last frames
+    assert sorted(speeds) == list(range(1, sent + 1)), (
+        f"{len(speeds)} stored of {sent} sent (reloaded by {reloaded_at}); "
+        f"missing {missing}, twice {sorted(v for v in set(speeds) if speeds.count(v) > 1)}"
+        f"\n{log}")
