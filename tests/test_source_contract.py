@@ -148,14 +148,16 @@ class SourceContract:
             assert source.stats.frames == 5
 
     def test_declares_what_the_pipeline_relies_on(self, make_source: Factory) -> None:
-        """``live``, ``on_idle`` and the gap counters are declared on every source (the
-        pipeline and the daemon read them directly, not through getattr)."""
+        """``live``, ``on_idle``, the gap counters and ``drain`` are declared on every
+        source (the pipeline and the daemon use them directly, not through getattr)."""
         with make_source() as source:
             assert source.live is (not self.finite)  # only a live bus does not wait
             assert source.on_idle is None
             self.read_all(source)
             assert (source.stats.gaps, source.stats.in_gap, source.stats.gap_seconds) == (
                 0, False, 0.0)
+            assert source.drain() == []  # everything it received was yielded
+            assert source.stats.frames == self.expected_count
 
     def test_frames_carry_the_configured_channel_name(self, make_source: Factory) -> None:
         with make_source() as source:
