@@ -174,8 +174,9 @@ class CanBusSource(Source):
     def take_over(self, previous: CanBusSource) -> None:
         """Skip what ``previous`` (on the same bus, open at the same time as this one,
         stopped now) read already. Call before reading."""
-        self._read = frozenset(previous.recent)
-        self._read_through = previous.recent[-1] if previous.recent else None
+        recent = tuple(previous.recent)  # one step under the GIL, even if its reader lags
+        self._read = frozenset(recent)
+        self._read_through = recent[-1] if recent else None
 
     def _open_bus(self) -> Any:
         """A new python-can bus; SourceError when it cannot be opened."""
