@@ -381,7 +381,7 @@ def test_sigterm_during_a_long_start_up_ends_it_before_ready(tmp_path: Path) -> 
     try:
         wait_for_line(log, "starting bavard", timeout=30)  # the handlers are in place
         took = stop_within(proc, 5.0)
-        assert took < 2.0, f"took {took:.1f} s to stop"
+        assert took < 5.0, f"took {took:.1f} s to stop"  # STOP_BUDGET
         while sock.receive(0.2) is not None:
             pass
     finally:
@@ -407,7 +407,7 @@ def test_sigterm_while_a_large_reload_is_prepared_does_not_wait_for_it(tmp_path:
         proc.send_signal(signal.SIGHUP)
         wait_for_line(log, "reloading")
         took = stop_within(proc, 5.0)
-        assert took < 2.0, f"took {took:.1f} s to stop"
+        assert took < 5.0, f"took {took:.1f} s to stop"  # STOP_BUDGET
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -237,9 +237,10 @@ class Daemon:
             _log_problems(f"{self.config_path}: configuration rejected", exc)
             return EX_CONFIG
         config = usable.config
-        store = Store(config.store, clock=self.clock, on_commit=self._committed)
-        self.store = store  # closed on the way out, whatever happens in start()
         try:
+            store = Store(config.store, clock=self.clock, on_commit=self._committed,
+                          monotonic=self.monotonic)
+            self.store = store  # closed on the way out, whatever happens in start()
             store.start()
         except StoreError as exc:
             log.error("cannot open the buffer: %s", exc)
