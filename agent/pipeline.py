@@ -125,7 +125,6 @@ class Pipeline:
         with the wall clock, like a real bus). ``databases``: DBCs already loaded, by
         path (the validation's); the others are loaded here."""
         rules = RuleSet(config.rules)
-        selector = Selector(config.selection.include, config.selection.exclude)
 
         def change_rule(message: str, signal: str) -> tuple[bool, float, float | None]:
             rule = rules.rule_for(message, signal)
@@ -139,6 +138,8 @@ class Pipeline:
             # a raw channel's frames are stored as they are: no DBC is needed
             dbs = [] if cfg.mode == "raw" else [loaded[p] if p in loaded else load_dbc(p)
                                                 for p in channel_dbcs(cfg)]
+            # counters and checksums are left out unless the selection asks for them
+            selector = Selector.from_config(config.selection, dbs)
             decoder = ChannelDecoder(cfg.name, dbs, selector, change_rule,
                                      config.selection.volatile)
             # a live decoded bus: the kernel drops the frames of unselected messages
@@ -242,6 +243,9 @@ class Pipeline:
                     chunk = []
                     started = clock()
             chunk.extend(source.drain())  # received before the stop: kept, not discarded
+            reason = source.unreadable()
+            if reason is not None:
+                log.warning("channel %s: %s", ch.config.name, reason)
         except BavardError as exc:
             ch.error = str(exc)
             log.error("channel %s stopped: %s", ch.config.name, exc)

@@ -11,7 +11,12 @@ sends ``--batches`` of them, cycling, each with its own batch id:
   sink in a child process (so its CPU is not counted here);
 - MQTT: ``MqttTransport`` against plain paho (publish QoS 1 with the batch-id
   user property, then ``wait_for_publish``), to a Mosquitto started on a free
-  port (skipped with a message when Mosquitto is not installed).
+  port (skipped with a message when Mosquitto is not installed), with a QoS 1
+  subscriber in a child process: without one Mosquitto answers PUBACK 0x10
+  "no matching subscribers", which the agent rightly takes as not delivered.
+
+Checked: the HTTP sink and the MQTT subscriber count what reached them; every
+batch sent, ours and plain, must have arrived whole, or the run fails.
 
 Each leg opens its connection and closes it at the end, ours and plain alike.
 Legs run in interleaved rounds (the order alternates), and the figures are
@@ -39,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import http.client  # noqa: E402
 
+import benchlib  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
@@ -61,21 +67,60 @@ VEHICLE = "3f2c9a0e5b7d41c8a6e2f90b1d4c7e35"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 TOPIC = f"bavard/{VEHICLE}/batch"
 
+# both peers read how many batches were sent from their stdin, then print
+# "<count> <bytes>" of what they received
 SINK = r"""
-import sys
+import sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+got = [0, 0]
+lock = threading.Lock()
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with lock:
+            got[0] += 1
+            got[1] += len(body)
         self.send_response(204)
         self.send_header("Content-Length", "0")
         self.end_headers()
     def log_message(self, *a):
         pass
 s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+threading.Thread(target=s.serve_forever, daemon=True).start()
 print(s.server_address[1], flush=True)
-s.serve_forever()
+sys.stdin.read()
+s.shutdown()
+print(got[0], got[1], flush=True)
+"""
+
+SUBSCRIBER = r"""
+import sys, threading
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+port, topic = int(sys.argv[1]), sys.argv[2]
+got = [0, 0]
+subscribed = threading.Event()
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-subscriber", protocol=mqtt.MQTTv5)
+def on_message(client, userdata, message):
+    got[0] += 1
+    got[1] += len(message.payload)
+c.on_message = on_message
+c.on_subscribe = lambda *a: subscribed.set()
+c.on_connect = lambda client, *a: client.subscribe(topic, qos=1)
+c.connect("127.0.0.1", port)
+c.loop_start()
+if not subscribed.wait(10):
+    sys.exit("the subscriber got no SUBACK within 10 s")
+print("subscribed", flush=True)
+want = int(sys.stdin.readline() or 0)  # what was sent: wait (a little) for the last ones
+for _ in range(100):
+    if got[0] >= want:
+        break
+    threading.Event().wait(0.1)
+c.disconnect()
+c.loop_stop()
+print(got[0], got[1], flush=True)
 """
 
 
@@ -139,11 +184,12 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 10
 Leg = Callable[[list[bytes], int], None]
 
 
-def ours(url: str) -> Leg:
+def ours(url: str, skip: bool = False) -> Leg:
+    """``skip``: the test-only ``--wrong ours:skip``, the last batch of each leg not sent."""
     def leg(payloads: list[bytes], n: int) -> None:
         cls = HttpTransport if url.startswith("http") else MqttTransport
         t = cls(TransportConfig(url, timeout=10.0))
-        for i in range(n):
+        for i in range(n - 1 if skip else n):
             t.send(f"batch-{i}", VEHICLE, payloads[i % len(payloads)])
         t.close()
     return leg
@@ -183,12 +229,37 @@ def plain_paho(port: int) -> Leg:
     return leg
 
 
+WARM_UP = 20  # batches sent once before the rounds
+
+
+def expected(payloads: list[bytes], n: int, rounds: int, legs: int) -> tuple[int, int]:
+    """(batches, bytes) a peer receives from one run of :func:`run`."""
+    def size(k: int) -> int:
+        return sum(len(payloads[i % len(payloads)]) for i in range(k))
+    warm = min(n, WARM_UP)
+    return warm + rounds * legs * n, size(warm) + rounds * legs * size(n)
+
+
+def check_received(peer: subprocess.Popen[str], want: tuple[int, int], what: str) -> None:
+    """Tell the peer what was sent, read its "<count> <bytes>": all must have arrived."""
+    assert peer.stdin is not None and peer.stdout is not None
+    peer.stdin.write(f"{want[0]}\n")
+    peer.stdin.close()
+    line = peer.stdout.readline().split()
+    got = (int(line[0]), int(line[1])) if len(line) == 2 else None
+    if got != want:
+        print(f"CHECK FAILED: {what} received {got} (batches, bytes), sent {want}",
+              file=sys.stderr)
+        raise SystemExit(1)
+    print(f"  checked: {what} received all {want[0]} batches, {want[1]:,} bytes")
+
+
 def run(legs: dict[str, Leg], payloads: list[bytes], n: int,
         rounds: int) -> dict[str, list[tuple[float, float]]]:
     """Per leg, per round: (wall seconds, CPU seconds)."""
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in legs}
     names = list(legs)
-    legs[names[0]](payloads, min(n, 20))  # warm up imports and the peers
+    legs[names[0]](payloads, min(n, WARM_UP))  # warm up imports and the peers
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             cpu, wall = time.process_time(), time.perf_counter()
@@ -216,7 +287,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=500, help="batches per leg and round")
     parser.add_argument("--rounds", type=int, default=7)
+    benchlib.add_wrong_argument(parser, ("ours",))
     args = parser.parse_args()
+    wrong = benchlib.parse_wrong(args.wrong, ("ours",))
+    if wrong is not None and wrong[1] != "skip":
+        parser.error("--wrong: only ours:skip here (a transport sends bytes, not values)")
+    skip = wrong is not None
 
     start = time.perf_counter()
     payloads = sample_batches()
@@ -227,16 +303,19 @@ def main() -> int:
           f"(built in {time.perf_counter() - start:.1f} s); {n} sends per leg, "
           f"{args.rounds} interleaved rounds, medians")
 
-    sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE)
+    want = expected(payloads, n, args.rounds, 2)
+    sink = subprocess.Popen([sys.executable, "-c", SINK], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     try:
         assert sink.stdout is not None
         port = int(sink.stdout.readline())
         wait_listening(port, sink)
-        times = run({"HttpTransport": ours(f"http://127.0.0.1:{port}/v1/batches"),
+        times = run({"HttpTransport": ours(f"http://127.0.0.1:{port}/v1/batches", skip),
                      "plain http.client": plain_http(port)}, payloads, n, args.rounds)
         report("HTTP (loopback, keep-alive, sink in a child process)", times, megabytes, n)
+        check_received(sink, want, "the HTTP sink")
     finally:
-        sink.terminate()
+        sink.kill()
         sink.wait(5.0)
 
     if not Path(MOSQUITTO).exists():
@@ -249,12 +328,24 @@ def main() -> int:
                         "max_inflight_messages 0\nlog_dest none\n")
         broker = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
+        subscriber = None
         try:
             wait_listening(port, broker)
-            times = run({"MqttTransport": ours(f"mqtt://127.0.0.1:{port}"),
+            subscriber = subprocess.Popen(
+                [sys.executable, "-c", SUBSCRIBER, str(port), TOPIC], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True)
+            assert subscriber.stdout is not None
+            if subscriber.stdout.readline().strip() != "subscribed":
+                raise SystemExit("the MQTT subscriber did not subscribe")
+            times = run({"MqttTransport": ours(f"mqtt://127.0.0.1:{port}", skip),
                          "plain paho": plain_paho(port)}, payloads, n, args.rounds)
-            report("MQTT 5 QoS 1 (loopback Mosquitto, no subscriber)", times, megabytes, n)
+            report("MQTT 5 QoS 1 (loopback Mosquitto, a QoS 1 subscriber in a child process)",
+                   times, megabytes, n)
+            check_received(subscriber, want, "the MQTT subscriber")
         finally:
+            if subscriber is not None:
+                subscriber.kill()
+                subscriber.wait(5.0)
             broker.terminate()
             broker.wait(5.0)
     print(f"total {time.perf_counter() - start:.1f} s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,20 @@ def test_the_baseline_keeps_extended_ids_apart_and_skips_unknown_ones(tmp_path: 
     assert by_id[0x100].name == "Standard"
     assert by_id[0x100 | lib.EXTENDED].name == "Extended"
     assert 0x101 not in by_id
+
+
+# --- upload: every batch reaches the peers, ours and plain alike
+
+
+def test_upload_checks_that_every_batch_arrived() -> None:
+    if not Path(shutil.which("mosquitto") or "/usr/sbin/mosquitto").exists():
+        pytest.skip("mosquitto not installed (the test command installs it)")
+    out = ok("bench_upload.py", "--batches", "10", "--rounds", "1")
+    assert "checked: the HTTP sink received all 30 batches" in out, out
+    assert "checked: the MQTT subscriber received all 30 batches" in out, out
+    assert out.count("ratio ours/plain:") == 2
+
+
+def test_upload_fails_when_a_batch_is_missing() -> None:
+    err = fails("bench_upload.py", "--batches", "10", "--rounds", "1", "--wrong", "ours:skip")
+    assert "the HTTP sink received (28, " in err, err  # the warm-up leg is ours too

@@ -342,3 +342,33 @@ def test_a_29_bit_id_marked_11_bit_by_python_can_is_29_bit_on_the_live_bus() -> 
         watchdog.cancel()
     assert [(f.arbitration_id, f.is_extended) for f in frames] == [
         (0x18FEF521, True), (0x7FF, False)]
+
+
+def test_python_cans_error_for_an_absent_interface_is_heard_only_from_vvv(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The CAN source reports an absent bus once per outage (bus.down); python-can's own
+    ERROR on every attempt is dropped by the command's logging below -vvv."""
+    from agent.cli.main import configure_logging
+
+    socketcan = logging.getLogger("can.interfaces.socketcan")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging(0, False)
+        with caplog.at_level(logging.WARNING):
+            socketcan.error("Could not access SocketCAN device %s (%s)", "can0", "No such device")
+            socketcan.error("Could not enable error frames (%s)", "EPERM")
+        assert [r.getMessage() for r in caplog.records] == ["Could not enable error frames (EPERM)"]
+        caplog.clear()
+        configure_logging(3, False)
+        with caplog.at_level(logging.WARNING):
+            socketcan.error("Could not access SocketCAN device %s (%s)", "can0", "No such device")
+        assert [r.getMessage() for r in caplog.records] == [
+            "Could not access SocketCAN device can0 (No such device)"]
+    finally:
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
+        root.setLevel(level)
+        logging.getLogger("can").setLevel(logging.NOTSET)

@@ -72,7 +72,8 @@ def sample_reference(db: Any) -> Reference:
 
 
 def config_text(log: Path, *, exclude: list[str] | None = None, on_change: bool = False,
-                max_period: float | None = None, speed: float = 0) -> str:
+                max_period: float | None = None, speed: float = 0,
+                include_volatile: bool = False) -> str:
     text = f"""
 [[channels]]
 name = "veh"
@@ -80,8 +81,12 @@ log = "{log}"
 dbc = "{DBC}"
 speed = {speed}
 """
+    if exclude is not None or include_volatile:
+        text += "\n[selection]\n"
     if exclude is not None:
-        text += f"\n[selection]\nexclude = {exclude!r}\n".replace("'", '"')
+        text += f"exclude = {exclude!r}\n".replace("'", '"')
+    if include_volatile:
+        text += "include_volatile = true\n"
     if on_change:
         text += '\n[[signals]]\nmatch = "*"\non_change = true\n'
         if max_period is not None:
@@ -123,16 +128,31 @@ def selected(patterns: list[str], message: str, signal: str) -> bool:
     )
 
 
-# -- (a) no rules: every value of every frame ---------------------------------------------
+# -- (a) no rules: every value of every frame, counters and checksums aside by default ------
 
 
+def is_volatile(signal: str) -> bool:
+    """The demo DBC's counters and checksums, named again here."""
+    return signal.endswith(("_Counter", "_Checksum"))
+
+
+@pytest.mark.parametrize(
+    ("include_volatile", "expected_kept"),
+    [
+        pytest.param(False, 314_640, id="default"),  # 163,200 counter and checksum values
+        pytest.param(True, SAMPLE_SIGNALS, id="include_volatile"),
+    ],
+)
 def test_sample_drive_without_rules_keeps_every_decoded_value(
-    sample_reference: Reference,
+    sample_reference: Reference, include_volatile: bool, expected_kept: int,
 ) -> None:
+    """Without rules every value is kept; counters and checksums protect the bus and are
+    not vehicle data, so they are left out unless the selection asks for them."""
     expected = Counter(
         (name, signal) for _, name, values in sample_reference for signal in values
+        if include_volatile or not is_volatile(signal)
     )
-    assert sum(expected.values()) == SAMPLE_SIGNALS
+    assert sum(expected.values()) == expected_kept
 
     kept: Counter[tuple[str, str]] = Counter()
     batches: list[int] = []
@@ -141,7 +161,7 @@ def test_sample_drive_without_rules_keeps_every_decoded_value(
         batches.append(len(samples))
         kept.update((s.message, s.signal) for s in samples)
 
-    pipeline = build(config_text(SAMPLE))
+    pipeline = build(config_text(SAMPLE, include_volatile=include_volatile))
     run(pipeline, sink)
 
     (channel,) = pipeline.channels
@@ -153,8 +173,8 @@ def test_sample_drive_without_rules_keeps_every_decoded_value(
     assert stats.unknown == Counter()
     assert stats.truncated == stats.excess == stats.bad_mux == Counter()
     assert stats.unchanged == 0  # no on-change rule: no change filter
-    assert sum(batches) == SAMPLE_SIGNALS
-    assert pipeline.rules.stats.kept == SAMPLE_SIGNALS
+    assert sum(batches) == expected_kept
+    assert pipeline.rules.stats.kept == expected_kept
     assert kept == expected
     assert channel.dropped == 0 and channel.error is None
 
@@ -250,7 +270,8 @@ def test_unknown_ids_and_bad_lines_do_not_stop_a_replay(db: Any, tmp_path: Path)
     lines.append(f"{last_ts} can0 7AB#FF")  # the very last line: one more unknown frame
     log = tmp_path / "damaged.log"
     log.write_text("\n".join(lines) + "\n", encoding="ascii")
-    expected_samples = sum(len(values) for _, _, values in reference_decode(db, good))
+    expected_samples = sum(1 for _, _, values in reference_decode(db, good)
+                           for signal in values if not is_volatile(signal))
 
     kept: list[Sample] = []
     pipeline = build(config_text(log))
@@ -417,7 +438,8 @@ channel = "{channel_name}"
 dbc = "{DBC}"
 """)
     lines = SAMPLE.read_text(encoding="ascii").splitlines()[:200]
-    expected = sum(len(values) for _, _, values in reference_decode(db, lines))
+    expected = sum(1 for _, _, values in reference_decode(db, lines)
+                   for signal in values if not is_volatile(signal))
     stop = threading.Event()
     got: list[Sample] = []
     complete = threading.Event()

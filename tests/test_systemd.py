@@ -278,7 +278,8 @@ def clone(tmp_path: Path, *, with_package: bool = False) -> Path:
     src = tmp_path / "clone"
     parts = ["scripts/install.sh", "scripts/uninstall.sh", "systemd", "dbc/demo_vehicle.dbc"]
     if with_package:
-        parts += ["agent", "dbc", "pyproject.toml", "README.md", "LICENSE"]
+        parts += ["agent", "dbc", "pyproject.toml", "README.md", "LICENSE",
+                  "tests/data/sample_drive.log"]
     for part in parts:
         origin, target = ROOT / part, src / part
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -89,8 +89,20 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 
     levels = (logging.WARNING, logging.INFO, logging.DEBUG)
     to_stderr(logging.ERROR if quiet else levels[min(verbose, 2)])
-    if verbose < 3:  # python-can says "Created a socket" at INFO on every reopen of a bus
+    # python-can says "Created a socket" at INFO on every reopen of a bus, and an ERROR
+    # each time the interface is absent, which the CAN source already reports once per
+    # outage (bus.down), with its backoff: both only from -vvv on
+    socketcan = logging.getLogger("can.interfaces.socketcan")
+    if verbose < 3:
         logging.getLogger("can").setLevel(logging.WARNING)
+        socketcan.addFilter(_not_bus_absent)
+    else:
+        logging.getLogger("can").setLevel(logging.NOTSET)
+        socketcan.removeFilter(_not_bus_absent)
+
+
+def _not_bus_absent(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Could not access SocketCAN device")
 
 
 def main(argv: list[str] | None = None) -> int:

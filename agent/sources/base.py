@@ -17,7 +17,9 @@ looked up by name:
 * ``stats.gaps``, ``stats.in_gap``, ``stats.gap_seconds``: the times reading
   stopped and came back (always 0 for a log or the simulator);
 * ``drain()``: once ``frames()`` ended on a stop, what the source received but
-  did not yield yet (a live bus's receive queue; nothing for the others).
+  did not yield yet (a live bus's receive queue; nothing for the others);
+* ``unreadable()``: once ``frames()`` ended, why what was read looks unreadable
+  (a log that gave no frame, or mostly bad lines), or None.
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ class Source(ABC):
     def _drain(self) -> list[Frame]:
         """Hook: frames received but not yet yielded (none unless overridden)."""
         return []
+
+    def unreadable(self) -> str | None:
+        """Why the input looks unreadable once it has been read to its end, or None
+        (always None unless overridden: a bus or the simulator is never "unreadable")."""
+        return None
 
     def close(self) -> None:
         """Release what the source holds. Safe to call more than once."""

@@ -95,7 +95,6 @@ REPLAY_KINDS: dict[str, str] = {
     "remote": "a remote frame",
 }
 _HEAD_BYTES = 4096
-_CAN_SFF_MASK = 0x7FF
 _GZIP_MAGIC = b"\x1f\x8b"
 #: a log is called unreadable when its bad lines outnumber its frames and are at least this many
 MIN_BAD_LINES = 10
