@@ -289,6 +289,20 @@ def test_unknown_ids_and_bad_lines_do_not_stop_a_replay(db: Any, tmp_path: Path)
     assert channel.error is None and channel.dropped == 0
 
 
+def test_a_log_that_gives_no_frame_is_a_warning_when_its_channel_ends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = tmp_path / "noise.asc"
+    log.write_bytes(bytes(range(256)) * 64)  # random-looking bytes named .asc
+    pipeline = build(config_text(log))
+    with caplog.at_level("WARNING", logger="agent.pipeline"):
+        run(pipeline, lambda samples: None)
+    assert pipeline.frames_in == 0
+    warnings = [r.getMessage() for r in caplog.records if r.name == "agent.pipeline"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"channel veh: {log}") and "no CAN frame" in warnings[0]
+
+
 # -- stopping -----------------------------------------------------------------------------
 
 
