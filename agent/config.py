@@ -236,7 +236,7 @@ def _looked_for(path: Path) -> str:
     if path.is_absolute():
         return ""
     try:
-        return f" (looked for {Path.cwd() / path})"
+        return f" (looked for {path.absolute()})"
     except OSError:  # the working directory was removed
         return ""
 
@@ -367,7 +367,8 @@ class _Reader:
         path = self.path(value, key, "a file")
         if path is None:
             return None
-        where = "" if Path(value).expanduser().is_absolute() else f" (looked for {path})"
+        where = ("" if Path(value).expanduser().is_absolute()
+                 else f" (looked for {path.absolute()})")
         try:
             st = os.stat(path)
         except FileNotFoundError:

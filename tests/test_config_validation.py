@@ -276,6 +276,13 @@ def test_a_relative_path_not_found_says_where_it_was_looked_for(
         "channels[0].dbc: file not found: /nonexistent/abs.dbc",
         f"channels[0].log: log file not found: logs/x.log (looked for "
         f"{workdir / 'logs' / 'x.log'})"]
+    # a configuration named by a relative path: where is still absolute
+    (workdir / "etc").mkdir()
+    write(workdir / "etc", '[[channels]]\nname = "a"\nlog = "x.log"\ndbc = "x.dbc"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config("etc/bavard.toml")
+    assert info.value.problems[0] == (
+        f"channels[0].dbc: file not found: x.dbc (looked for {workdir / 'etc' / 'x.dbc'})")
 
 
 def test_min_period_above_max_period_is_an_error(workdir: Path) -> None:
