@@ -179,3 +179,9 @@ def test_upload_checks_that_every_batch_arrived() -> None:
 def test_upload_fails_when_a_batch_is_missing() -> None:
     err = fails("bench_upload.py", "--batches", "10", "--rounds", "1", "--wrong", "ours:skip")
     assert "the HTTP sink received (28, " in err, err  # the warm-up leg is ours too
+
+
+def test_replay_checks_that_the_parsers_agree() -> None:
+    out = ok("bench_replay.py", "--lines", "5000", "--repeat", "1")
+    assert "checked: the three give the same 5,000 frames" in out, out
+    assert "ratio:" in out
