@@ -10,6 +10,7 @@ the real one) and move it forward instead of sleeping past the watchdog's silenc
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import json
 import shutil
@@ -19,10 +20,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers.clock import Monotonic
 from helpers.notify_socket import NotifySocket
 
 from agent.service.daemon import EX_CONFIG, Daemon
@@ -60,6 +62,29 @@ def start(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen[byte
                             env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=ROOT)
 
 
+@contextlib.contextmanager
+def service(config: Path, tmp_path: Path, socket: str | Path | None = None,
+            ) -> Iterator[tuple[subprocess.Popen[bytes], NotifySocket, Path]]:
+    """``bavard run`` with its notify socket and its stderr in ``tmp_path/log``; killed
+    at the end if it still runs."""
+    sock = NotifySocket(socket if socket is not None else tmp_path / "notify.sock")
+    log = tmp_path / "log"
+    proc = start(config, sock.env(), log)
+    try:
+        yield proc, sock, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        sock.close()
+
+
+def drain(sock: NotifySocket) -> None:
+    """Read what the service sent before it exited."""
+    while sock.receive(0.2) is not None:
+        pass
+
+
 def buffer_stats(state: Path) -> dict:  # type: ignore[type-arg]
     out = subprocess.run([sys.executable, "-m", "agent", "buffer", "--state-dir", str(state),
                           "--json"], capture_output=True, check=True, cwd=ROOT, timeout=30)
@@ -87,19 +112,6 @@ def stored_samples(state: Path) -> int:
         return read_stats_file(state / DB_NAME, time.time()).classes["samples"].items
     except (KeyError, sqlite3.Error):
         return 0
-
-
-class Monotonic:
-    """The daemon's monotonic clock: the real one plus an offset a test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 def wait_for_stalled(sock: NotifySocket, checks: int = 3, timeout: float = 20.0) -> None:
@@ -140,10 +152,8 @@ def stop_within(proc: subprocess.Popen[bytes], seconds: float) -> float:
 def test_ready_status_then_sigterm_flushes_and_exits(tmp_path: Path, abstract: bool) -> None:
     state = tmp_path / "state"
     config = write_config(tmp_path / "bavard.toml", state)
-    sock = NotifySocket(f"@bavard-test-{time.monotonic_ns()}" if abstract
-                        else tmp_path / "notify.sock")
-    proc = start(config, sock.env(), tmp_path / "log")
-    try:
+    with service(config, tmp_path, f"@bavard-test-{time.monotonic_ns()}" if abstract
+                 else None) as (proc, sock, _):
         ready = sock.wait_for("READY", "1")
         assert "frames/s" in ready.get("STATUS", "")
         status = sock.wait_for("STATUS", timeout=25)  # the watchdog's periodic status
@@ -151,13 +161,8 @@ def test_ready_status_then_sigterm_flushes_and_exits(tmp_path: Path, abstract: b
         wait_until(lambda: stored_samples(state) > 100)
         took = stop_within(proc, 5.0)
         assert took < 5.0, f"took {took:.1f} s to stop"
-        while sock.receive(0.2) is not None:  # what it sent before exiting
-            pass
+        drain(sock)
         assert any(m.get("STOPPING") == "1" for m in sock.messages)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        sock.close()
     stats = buffer_stats(state)
     assert stats["classes"]["samples"]["items"] > 100
     assert stats["classes"]["events"]["items"] == 2  # service.start, service.stop
@@ -167,10 +172,7 @@ def test_ready_status_then_sigterm_flushes_and_exits(tmp_path: Path, abstract: b
 def test_sighup_rejects_a_bad_config_and_applies_a_good_one(tmp_path: Path) -> None:
     state = tmp_path / "state"
     config = write_config(tmp_path / "bavard.toml", state)
-    sock = NotifySocket(tmp_path / "notify.sock")
-    log = tmp_path / "log"
-    proc = start(config, sock.env(), log)
-    try:
+    with service(config, tmp_path) as (proc, sock, log):
         sock.wait_for("READY", "1")
         good = config.read_text()
         config.write_text(good + "\n[store]\nbogus = 1\n")  # duplicate table: TOML error
@@ -188,10 +190,6 @@ def test_sighup_rejects_a_bad_config_and_applies_a_good_one(tmp_path: Path) -> N
         wait_for_line(log, "reloaded")
         wait_until(lambda: stored_samples(state) > before)  # stored after the reload
         stop_within(proc, 5.0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        sock.close()
     stats = buffer_stats(state)
     # nothing buffered was lost, and it went on storing after the reload
     assert stats["classes"]["samples"]["items"] > before
@@ -375,19 +373,11 @@ def test_sigterm_during_a_long_start_up_ends_it_before_ready(tmp_path: Path) -> 
     start-up short: exit 0, no READY=1."""
     state = tmp_path / "state"
     config = large_config(tmp_path / "bavard.toml", state)
-    sock = NotifySocket(tmp_path / "notify.sock")
-    log = tmp_path / "log"
-    proc = start(config, sock.env(), log)
-    try:
+    with service(config, tmp_path) as (proc, sock, log):
         wait_for_line(log, "starting bavard", timeout=30)  # the handlers are in place
         took = stop_within(proc, 5.0)
         assert took < 5.0, f"took {took:.1f} s to stop"  # STOP_BUDGET
-        while sock.receive(0.2) is not None:
-            pass
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        sock.close()
+        drain(sock)
     assert not any("READY" in m for m in sock.messages), sock.messages
     assert "stopped during the start-up" in log.read_text()
     assert "Traceback" not in log.read_text()
@@ -398,20 +388,13 @@ def test_sigterm_while_a_large_reload_is_prepared_does_not_wait_for_it(tmp_path:
     reload short, so the stop stays within its 5 s; the running pipeline's data is kept."""
     state = tmp_path / "state"
     config = write_config(tmp_path / "bavard.toml", state)
-    sock = NotifySocket(tmp_path / "notify.sock")
-    log = tmp_path / "log"
-    proc = start(config, sock.env(), log)
-    try:
+    with service(config, tmp_path) as (proc, sock, log):
         sock.wait_for("READY", "1")
         large_config(config, state)
         proc.send_signal(signal.SIGHUP)
         wait_for_line(log, "reloading")
         took = stop_within(proc, 5.0)
         assert took < 5.0, f"took {took:.1f} s to stop"  # STOP_BUDGET
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        sock.close()
     text = log.read_text()
     assert "reload cut short by a stop request" in text and "Traceback" not in text
     stats = read_stats_file(state / DB_NAME, time.time())
@@ -430,17 +413,9 @@ def test_a_store_that_cannot_start_fails_the_start_before_ready(tmp_path: Path) 
         pass
     with sqlite3.connect(state / DB_NAME) as db:
         db.execute("UPDATE meta SET value = 'many' WHERE key = 'next_seq'")
-    sock = NotifySocket(tmp_path / "notify.sock")
-    log = tmp_path / "log"
-    try:
-        proc = start(config, sock.env(), log)
+    with service(config, tmp_path) as (proc, sock, log):
         assert proc.wait(timeout=60) == 1
-        while sock.receive(0.2) is not None:
-            pass
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        sock.close()
+        drain(sock)
     assert not any("READY" in m for m in sock.messages), sock.messages
     assert "cannot open the buffer" in log.read_text()
 

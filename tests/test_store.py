@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.clock import Monotonic
 
 from agent.cli import buffer_cmd
 from agent.frames import OUT_OF_RANGE, Event, Frame, Sample
@@ -62,19 +63,6 @@ def frames(n: int, start: int = 0) -> list[Frame]:
 
 def events(n: int, start: int = 0) -> list[Event]:
     return [Event(float(i), "can0", "dtc", f"P{i:04d}", 1) for i in range(start, start + n)]
-
-
-class Monotonic:
-    """The store's monotonic clock: the real one plus an offset a test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 @pytest.fixture

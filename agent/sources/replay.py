@@ -73,20 +73,12 @@ from agent.sources.candump import (
     read_lines,
     report_skipped,
 )
+from agent.sources.log_formats import LOG_SUFFIXES
 from agent.sources.pacing import Pacer
 from agent.sources.pycan import frame_from_message
 
 log = logging.getLogger(__name__)
 
-#: lower-case suffix (after stripping ".gz") -> format
-SUFFIXES: dict[str, str] = {
-    ".log": "candump",
-    ".candump": "candump",
-    ".txt": "candump",
-    ".asc": "asc",
-    ".blf": "blf",
-    ".trc": "trc",
-}
 #: skipped kinds added by this module (the candump parser adds its own)
 REPLAY_KINDS: dict[str, str] = {
     "reader_error": "the log reader gave up part-way through the file; the replay ended there",
@@ -513,7 +505,7 @@ def _detect_format(where: str, path: Path, head: bytes) -> str:
     name = path.name.lower()
     inner = name[:-3] if name.endswith(".gz") else name
     suffix = Path(inner).suffix
-    fmt = SUFFIXES.get(suffix)
+    fmt = LOG_SUFFIXES.get(suffix)
     if fmt == "blf" and not head.startswith(b"LOGG"):
         raise LogFormatError(f"{where}: not a BLF file (no 'LOGG' signature)")
     if fmt is not None:
@@ -532,5 +524,5 @@ def _detect_format(where: str, path: Path, head: bytes) -> str:
     shown = repr(first[:60]) if first else "an empty file"
     raise LogFormatError(
         f"{where}: unknown log format (suffix {suffix or 'none'!r}; starts with {shown}); "
-        f"known suffixes: {', '.join(sorted(SUFFIXES))}, optionally .gz"
+        f"known suffixes: {', '.join(sorted(LOG_SUFFIXES))}, optionally .gz"
     )

@@ -197,18 +197,14 @@ BEFORE = (12.5, 13.0, 13.5)  # km/h sent before the link goes down
 AFTER = (71.25, 72.5, 73.75)  # and after it is up again: values the test never sent before
 DOWN_SECONDS = 1.5
 STARTED = r"channel vehicle: socketcan:vcan0: read failed \(.*\): gap 1 started"
-BACK = r"channel vehicle: socketcan:vcan0: back after a gap of ([0-9.]+) s .*\(gap 1,"
 
 
-def test_link_down_and_up_under_the_daemon_is_a_logged_gap_not_its_end(
-        vcan0: str, link_control: Callable[[str], None], tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    config = tmp_path / "bavard.toml"
-    config.write_text(f"""
+def speed_config(path: Path, iface: str, state: Path) -> Path:
+    path.write_text(f"""
 [[channels]]
 name = "vehicle"
 interface = "socketcan"
-channel = "{vcan0}"
+channel = "{iface}"
 dbc = "{DBC}"
 
 [selection]
@@ -218,6 +214,16 @@ include = ["VehicleDynamics.VehicleSpeed"]
 state_dir = "{state}"
 commit_interval = 0.2
 """)
+    return path
+
+
+BACK = r"channel vehicle: socketcan:vcan0: back after a gap of ([0-9.]+) s .*\(gap 1,"
+
+
+def test_link_down_and_up_under_the_daemon_is_a_logged_gap_not_its_end(
+        vcan0: str, link_control: Callable[[str], None], tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    config = speed_config(tmp_path / "bavard.toml", vcan0, state)
     assert filter_lines() == [], "another CAN_RAW filter is on vcan0"
 
     def matched() -> int:
@@ -289,22 +295,6 @@ def stored_count(state: Path) -> int:
         return 0
 
 
-def speed_config(path: Path, iface: str, state: Path) -> Path:
-    path.write_text(f"""
-[[channels]]
-name = "vehicle"
-interface = "socketcan"
-channel = "{iface}"
-dbc = "{DBC}"
-
-[selection]
-include = ["VehicleDynamics.VehicleSpeed"]
-
-[store]
-state_dir = "{state}"
-commit_interval = 0.2
-""")
-    return path
 
 
 @pytest.fixture

@@ -34,16 +34,8 @@ from typing import IO, Any
 
 from agent.errors import BavardError, SourceError
 from agent.frames import Frame
+from agent.sources.log_formats import LOG_SUFFIXES
 
-#: file name ending (lower-case, without ".gz") -> format
-LOG_SUFFIXES: dict[str, str] = {
-    ".log": "candump",
-    ".candump": "candump",
-    ".txt": "candump",
-    ".asc": "asc",
-    ".blf": "blf",
-    ".trc": "trc",
-}
 #: formats that may be gzip-compressed on the way out
 GZIP_FORMATS = frozenset({"candump", "asc", "trc"})
 
