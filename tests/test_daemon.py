@@ -79,6 +79,17 @@ def service(config: Path, tmp_path: Path, socket: str | Path | None = None,
         sock.close()
 
 
+def watched_daemon(config: Path, tmp_path: Path, silence: float,
+                   ) -> tuple[Daemon, NotifySocket, Monotonic]:
+    """A daemon in this process, watched by systemd's watchdog every 0.4 s, on a
+    monotonic clock the test moves; its notify socket."""
+    sock = NotifySocket(tmp_path / "notify.sock")
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+                         "WATCHDOG_USEC": "400000"})
+    clock = Monotonic()
+    return Daemon(config, notifier=notifier, silence=silence, monotonic=clock), sock, clock
+
+
 def drain(sock: NotifySocket) -> None:
     """Read what the service sent before it exited."""
     while sock.receive(0.2) is not None:
@@ -211,11 +222,7 @@ def test_watchdog_stops_pinging_while_the_store_writer_is_stuck(tmp_path: Path) 
     when the writer comes back. Runs the daemon in this process to hang its writer."""
     state = tmp_path / "state"
     config = write_config(tmp_path / "bavard.toml", state, speed=2.0)
-    sock = NotifySocket(tmp_path / "notify.sock")
-    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
-                         "WATCHDOG_USEC": "400000"})
-    clock = Monotonic()
-    daemon = Daemon(config, notifier=notifier, silence=2.0, monotonic=clock)
+    daemon, sock, clock = watched_daemon(config, tmp_path, silence=2.0)
     hang, hung = threading.Event(), threading.Event()
     release = threading.Event()
     committed = daemon._committed
@@ -255,11 +262,7 @@ def test_watchdog_goes_on_after_a_replay_ends(tmp_path: Path) -> None:
     config.write_text(f'[[channels]]\nname = "v"\nlog = "{drive}"\n'
                       f'dbc = "{ROOT / "dbc/demo_vehicle.dbc"}"\nspeed = 0\n'
                       f'[store]\nstate_dir = "{tmp_path / "state"}"\n')
-    sock = NotifySocket(tmp_path / "notify.sock")
-    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
-                         "WATCHDOG_USEC": "400000"})
-    clock = Monotonic()
-    daemon = Daemon(config, notifier=notifier, silence=1.0, monotonic=clock)
+    daemon, sock, clock = watched_daemon(config, tmp_path, silence=1.0)
     runner = threading.Thread(target=daemon.run, daemon=True)
     runner.start()
     try:
@@ -426,11 +429,7 @@ def test_a_store_writer_that_dies_later_stops_the_pings(
     data it drops with pings; systemd restarts it when WatchdogSec runs out."""
     state = tmp_path / "state"
     config = write_config(tmp_path / "bavard.toml", state, speed=2.0)
-    sock = NotifySocket(tmp_path / "notify.sock")
-    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
-                         "WATCHDOG_USEC": "400000"})
-    clock = Monotonic()
-    daemon = Daemon(config, notifier=notifier, silence=2.0, monotonic=clock)
+    daemon, sock, clock = watched_daemon(config, tmp_path, silence=2.0)
     runner, result = in_thread(daemon)
     try:
         sock.wait_for("READY", "1")
