@@ -145,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
                              "directory; --dir DIR keeps them)\n")
         else:
             sys.stdout.write(f"the agent's buffer: bavard buffer --state-dir {base / 'state'}\n"
+                             "  (its service.stop event waits there: a service uploads it "
+                             "at its next start)\n"
                              f"its configuration: {config}\n")
     return result[0] if result else 1
 
