@@ -31,6 +31,7 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -130,9 +131,7 @@ include = {json.dumps(list(SIGNALS))}
 state_dir = "{state}"
 """)
     assert filter_lines() == [], "another CAN_RAW filter is on vcan0"
-    daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with bavard_run(config) as (daemon, out):
         assert wait_until(lambda: len(filter_lines()) > 0 or daemon.poll() is not None, 60), \
             "the daemon never opened vcan0"
         assert daemon.poll() is None, "the daemon ended at start"
@@ -145,14 +144,8 @@ state_dir = "{state}"
         # read, decoded and committed (at least every second): all of it, before the stop
         total = sum(map(len, expected.values()))
         wait_until(lambda: stored_count(state) >= total, 10)
-        daemon.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        output, _ = daemon.communicate(timeout=15)
-        stop_seconds = time.monotonic() - started
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.communicate(timeout=10)
+        stop_seconds = stop(daemon)
+    output = out.text()
     assert matched, "the daemon's socket did not get every selected frame"
     assert daemon.returncode == 0, output
     assert stop_seconds < 5.0, output
@@ -186,6 +179,29 @@ class Output:
     def text(self) -> str:
         self._thread.join(5)  # the pipe closes when the daemon is gone
         return self.so_far()
+
+
+@contextlib.contextmanager
+def bavard_run(config: Path) -> Iterator[tuple[subprocess.Popen[str], Output]]:
+    """``bavard run --config config``, its output read as it comes; killed at the end
+    if it still runs (a failed assertion)."""
+    daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Output(daemon)
+    try:
+        yield daemon, output
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=10)
+
+
+def stop(daemon: subprocess.Popen[str]) -> float:
+    """SIGTERM, then its exit (at most 15 s): how many seconds that took."""
+    daemon.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    daemon.wait(timeout=15)
+    return time.monotonic() - started
 
 
 def speed_frame(kmh: float) -> str:
@@ -229,10 +245,7 @@ def test_link_down_and_up_under_the_daemon_is_a_logged_gap_not_its_end(
     def matched() -> int:
         return sum(m for _, _, m in filter_lines())
 
-    daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = Output(daemon)
-    try:
+    with bavard_run(config) as (daemon, output):
         assert wait_until(lambda: len(filter_lines()) > 0 or daemon.poll() is not None, 60), \
             "the daemon never opened vcan0"
         assert daemon.poll() is None, "the daemon ended at start"
@@ -261,14 +274,7 @@ def test_link_down_and_up_under_the_daemon_is_a_logged_gap_not_its_end(
         assert wait_until(lambda: stored_count(state) >= len(BEFORE) + len(AFTER), 10), \
             output.so_far()
         assert daemon.poll() is None, f"the daemon ended after the gap:\n{output.text()}"
-        daemon.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        daemon.wait(timeout=15)
-        stop_seconds = time.monotonic() - started
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=10)
+        stop_seconds = stop(daemon)
     log = output.text()
     assert daemon.returncode == 0, log
     assert stop_seconds < 5.0, log
@@ -295,8 +301,6 @@ def stored_count(state: Path) -> int:
         return 0
 
 
-
-
 @pytest.fixture
 def vcan1(link_control: Callable[[str], None]) -> Iterator[str]:
     """The name of a vcan interface that does not exist yet: ``add()`` creates it."""
@@ -318,10 +322,7 @@ def test_a_bus_absent_at_start_is_a_bus_down_until_it_appears(vcan1: str,
     moment it appears (``bus.up``)."""
     state = tmp_path / "state"
     config = speed_config(tmp_path / "bavard.toml", vcan1, state)
-    daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = Output(daemon)
-    try:
+    with bavard_run(config) as (daemon, output):
         assert output.wait_for(ABSENT, 60), f"no gap at start:\n{output.so_far()}"
         assert output.wait_for(r"running: vehicle", 10), output.so_far()
         assert daemon.poll() is None, f"the daemon ended at start:\n{output.text()}"
@@ -332,12 +333,7 @@ def test_a_bus_absent_at_start_is_a_bus_down_until_it_appears(vcan1: str,
         for frame in map(speed_frame, AFTER):
             subprocess.run(["cansend", vcan1, frame], check=True, timeout=10)
         assert wait_until(lambda: stored_count(state) >= len(AFTER), 10), output.so_far()
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=15)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=10)
+        stop(daemon)
     log = output.text()
     assert daemon.returncode == 0, log
     events: list[Event] = []
@@ -384,10 +380,7 @@ def test_a_reload_on_a_live_bus_loses_and_repeats_nothing(vcan0: str, tmp_path: 
     state = tmp_path / "state"
     config = speed_config(tmp_path / "bavard.toml", vcan0, state)
     assert filter_lines() == [], "another CAN_RAW filter is on vcan0"
-    daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = Output(daemon)
-    try:
+    with bavard_run(config) as (daemon, output):
         assert wait_until(lambda: len(filter_lines()) > 0 or daemon.poll() is not None, 60), \
             "the daemon never opened vcan0"
         assert output.wait_for(r"running: vehicle", 10), output.so_far()
@@ -399,12 +392,7 @@ def test_a_reload_on_a_live_bus_loses_and_repeats_nothing(vcan0: str, tmp_path: 
             assert wait_until(lambda: sender.sent >= reloaded_at + 100, 10)
         sent = sender.sent
         wait_until(lambda: stored_count(state) >= sent, 10)
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=15)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=10)
+        stop(daemon)
     log = output.text()
     assert daemon.returncode == 0, log
     stored = stored_values(state)
