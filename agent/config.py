@@ -186,7 +186,7 @@ def read_config_text(path: Path) -> str:
     """The text of a configuration file: a regular file of at most MAX_CONFIG_BYTES of
     UTF-8. Never blocks on a FIFO, never reads more than that (``/dev/zero``)."""
     source = str(path)
-    where = _looked_for(path)
+    where = _looked_for(path, path)
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
@@ -231,9 +231,10 @@ def _not_regular(st: os.stat_result) -> str:
     return f"not a regular file ({what})"
 
 
-def _looked_for(path: Path) -> str:
-    """`` (looked for /abs/path)`` for a relative path, so the reader knows where."""
-    if path.is_absolute():
+def _looked_for(path: Path, given: str | Path) -> str:
+    """`` (looked for /abs/path)`` when ``given`` was relative, so the reader knows where
+    ``path`` (``given`` as resolved) was looked for."""
+    if Path(given).expanduser().is_absolute():
         return ""
     try:
         return f" (looked for {path.absolute()})"
@@ -367,8 +368,7 @@ class _Reader:
         path = self.path(value, key, "a file")
         if path is None:
             return None
-        where = ("" if Path(value).expanduser().is_absolute()
-                 else f" (looked for {path.absolute()})")
+        where = _looked_for(path, value)
         try:
             st = os.stat(path)
         except FileNotFoundError:

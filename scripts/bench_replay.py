@@ -2,7 +2,7 @@
 
 Generates a candump -l log (200k lines by default: 11-bit and 29-bit ids, 0-8
 bytes, a few CAN FD frames) in a temporary directory and reads it with both
-parsers in the same run, best of ``--repeat`` runs each (plus the whole
+parsers in the same run, best of ``--repeat`` interleaved rounds each (plus the whole
 ReplaySource, which adds the Source bookkeeping per frame). Outside the
 timing, every frame of the three is checked equal (timestamp, channel, id,
 29-bit flag, FD flag, data); a difference fails the run (status 1).
@@ -18,11 +18,16 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import benchlib
+import can
+
+from agent.frames import Frame
 from agent.sources.candump import parse_candump
 
 
@@ -43,52 +48,48 @@ def generate(path: Path, lines: int, seed: int = 1) -> None:
                 f.write(f"({ts:.6f}) can0 {can_id}#{data}\n")
 
 
-def ours(path: Path) -> int:
+# the three readers, each as a user of it writes it; timed by counting what they yield
+
+
+def read_candump(path: Path) -> Iterator[Frame]:
     with path.open() as f:
-        return sum(1 for _ in parse_candump(f, str(path), None, Counter()))
+        yield from parse_candump(f, str(path), None, Counter())
 
 
-def replay_source(path: Path) -> int:
+def read_replay_source(path: Path) -> Iterator[Frame]:
     from agent.sources.replay import ReplaySource
 
     with ReplaySource("bench", path) as source:
-        return sum(1 for _ in source.frames())
+        yield from source.frames()
 
 
-def python_can(path: Path) -> int:
-    import can
-
-    return sum(1 for _ in can.CanutilsLogReader(path))
+def read_python_can(path: Path) -> Iterator[can.Message]:
+    yield from can.CanutilsLogReader(path)
 
 
 Row = tuple[float, str, int, bool, bool, bytes]
+Reader = Callable[[Path], Iterator[Any]]
 
 
-def frames_ours(path: Path) -> list[Row]:
-    with path.open() as f:
-        return [tuple(frame) for frame in parse_candump(f, str(path), None, Counter())]
+def rows(path: Path, read: Reader) -> list[Row]:
+    """What a reader gives, as (timestamp, channel, id, 29-bit, FD, data)."""
+    if read is read_python_can:
+        return [(m.timestamp, str(m.channel), m.arbitration_id, m.is_extended_id, m.is_fd,
+                 bytes(m.data)) for m in read(path)]
+    return [tuple(frame) for frame in read(path)]
 
 
-def frames_replay_source(path: Path) -> list[Row]:
-    from agent.sources.replay import ReplaySource
-
-    with ReplaySource("bench", path) as source:
-        return [tuple(frame) for frame in source.frames()]
-
-
-def frames_python_can(path: Path) -> list[Row]:
-    import can
-
-    return [(m.timestamp, str(m.channel), m.arbitration_id, m.is_extended_id, m.is_fd,
-             bytes(m.data)) for m in can.CanutilsLogReader(path)]
-
-
-def check_equal(path: Path, lines: int) -> None:
-    """The three readers give the same frames, every one of them."""
-    reference = frames_python_can(path)
-    for name, read in (("agent.sources.candump", frames_ours),
-                       ("ReplaySource", frames_replay_source)):
-        got = read(path)
+def check_equal(path: Path, lines: int, wrong: str | None) -> None:
+    """Both of ours give python-can's frames, every one of them (``wrong``: the test-only
+    ``--wrong candump:KIND`` corrupts the candump parser's frames first)."""
+    reference = rows(path, read_python_can)
+    for name, read in (("agent.sources.candump", read_candump),
+                       ("ReplaySource", read_replay_source)):
+        got = rows(path, read)
+        if wrong == "skip" and read is read_candump:
+            got = got[::2]
+        elif wrong == "value" and read is read_candump:
+            got[0] = (*got[0][:5], bytes(b ^ 1 for b in got[0][5]) or b"\x01")
         bad = next((i for i, (a, b) in enumerate(zip(got, reference, strict=False))
                     if a != b), None)
         if bad is not None or len(got) != len(reference) or len(got) != lines:
@@ -100,29 +101,31 @@ def check_equal(path: Path, lines: int) -> None:
           "flags, data)")
 
 
-def best(fn: Callable[[Path], int], path: Path, repeat: int) -> tuple[float, int]:
-    times = []
-    count = 0
+def best(readers: list[Reader], path: Path, repeat: int) -> list[tuple[float, int]]:
+    """Per reader: (best seconds, frames counted), over ``repeat`` interleaved rounds."""
+    times: list[list[float]] = [[] for _ in readers]
+    counts = [0] * len(readers)
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        count = fn(path)
-        times.append(time.perf_counter() - t0)
-    return min(times), count
+        for k, read in enumerate(readers):
+            t0 = time.perf_counter()
+            counts[k] = sum(1 for _ in read(path))
+            times[k].append(time.perf_counter() - t0)
+    return [(min(t), n) for t, n in zip(times, counts, strict=True)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
+    benchlib.add_wrong_argument(parser, ("candump",))
     args = parser.parse_args()
-    import can  # noqa: F401 - import cost kept out of the timing
+    wrong = benchlib.parse_wrong(args.wrong, ("candump",))
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.log"
         generate(path, args.lines)
-        t_ours, n_ours = best(ours, path, args.repeat)
-        t_src, n_src = best(replay_source, path, args.repeat)
-        t_pc, n_pc = best(python_can, path, args.repeat)
+        (t_ours, n_ours), (t_src, n_src), (t_pc, n_pc) = best(
+            [read_candump, read_replay_source, read_python_can], path, args.repeat)
         rate_ours = args.lines / t_ours
         rate_pc = args.lines / t_pc
         print(f"lines:                       {args.lines}")
@@ -131,7 +134,7 @@ def main() -> None:
               f"({n_src} frames)")
         print(f"python-can CanutilsLogReader:{rate_pc:>10,.0f} lines/s ({n_pc} frames)")
         print(f"ratio:                       {rate_ours / rate_pc:>10.1f}x")
-        check_equal(path, args.lines)
+        check_equal(path, args.lines, wrong[1] if wrong else None)
 
 
 if __name__ == "__main__":

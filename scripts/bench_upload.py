@@ -95,7 +95,7 @@ print(got[0], got[1], flush=True)
 """
 
 SUBSCRIBER = r"""
-import sys, threading
+import sys, threading, time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 port, topic = int(sys.argv[1]), sys.argv[2]
@@ -117,7 +117,7 @@ want = int(sys.stdin.readline() or 0)  # what was sent: wait (a little) for the 
 for _ in range(100):
     if got[0] >= want:
         break
-    threading.Event().wait(0.1)
+    time.sleep(0.1)
 c.disconnect()
 c.loop_stop()
 print(got[0], got[1], flush=True)

@@ -185,3 +185,12 @@ def test_replay_checks_that_the_parsers_agree() -> None:
     out = ok("bench_replay.py", "--lines", "5000", "--repeat", "1")
     assert "checked: the three give the same 5,000 frames" in out, out
     assert "ratio:" in out
+
+
+@pytest.mark.parametrize(("wrong", "says"), [
+    ("candump:value", "agent.sources.candump against python-can: frame 0:"),
+    ("candump:skip", "agent.sources.candump against python-can: frame 1:"),
+])
+def test_replay_fails_when_the_parser_is_wrong(wrong: str, says: str) -> None:
+    err = fails("bench_replay.py", "--lines", "5000", "--repeat", "1", "--wrong", wrong)
+    assert says in err, err
