@@ -29,6 +29,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.errors import ConfigError
+from agent.obd.settings import (
+    BAUDRATE,
+    DTC_INTERVAL,
+    PERIOD,
+    PROTOCOLS,
+    TIMEOUT,
+    ObdSettings,
+    parse_pids,
+)
 from agent.ranges import DAY, MiB, Range, show
 from agent.store.settings import RANGES as STORE_RANGES
 from agent.store.settings import StoreConfig
@@ -39,6 +48,9 @@ T = TypeVar("T")
 
 DEFAULT_PATH = Path("/etc/bavard/bavard.toml")
 MODES = ("decoded", "raw")
+# the keys of an OBD-II channel (agent.obd.settings)
+OBD_KEYS = frozenset({"obd", "port", "baudrate", "protocol", "pids", "dtc_interval",
+                      "extended", "timeout"})
 
 MAX_CONFIG_BYTES = MiB  # a configuration file is refused above this size
 MAX_CHANNELS = 64
@@ -68,6 +80,10 @@ def number_ranges() -> dict[str, Range]:
         "channels[].seed": SEED,
         "channels[].speed": SPEED,
         "channels[].channel": CHANNEL_NUMBER,
+        "channels[].baudrate": BAUDRATE,
+        "channels[].dtc_interval": DTC_INTERVAL,
+        "channels[].timeout": TIMEOUT,
+        "channels[].pids.*": PERIOD,
         "signals[].min_period": MIN_PERIOD,
         "signals[].max_period": MAX_PERIOD,
         "signals[].deadband": DEADBAND,
@@ -99,10 +115,14 @@ class ChannelConfig:
     # "decoded": samples through the DBCs; "raw": the frames themselves are stored
     # (decoded later, off the vehicle)
     mode: str = "decoded"
+    # OBD-II (``obd = true``): its adapter and what it asks for
+    obd: ObdSettings | None = None
 
     @property
     def kind(self) -> str:
         """The source registry key for this channel."""
+        if self.obd is not None:
+            return "obd"
         if self.log is not None:
             return "replay"
         if self.simulate:
@@ -488,7 +508,7 @@ class _Reader:
 
     def channel(self, raw: Any, key: str) -> ChannelConfig | None:
         allowed = {"name", "dbc", "interface", "channel", "bitrate", "fd", "data_bitrate",
-                   "log", "simulate", "seed", "speed", "mode"}
+                   "log", "simulate", "seed", "speed", "mode", *OBD_KEYS}
         t = self.table(raw, key, allowed)
         if not isinstance(raw, dict):  # reported; an empty table is checked like any other
             return None
@@ -506,11 +526,19 @@ class _Reader:
         log_value = t.get("log")
         log = self.file(log_value, _join(key, "log"), "log file") if "log" in t else None
         simulate = self.get(t, key, "simulate", (bool,), False, "true or false")
+        obd = self.get(t, key, "obd", (bool,), False, "true or false")
         kinds = [k for k in ("interface", "log", "simulate") if k in t and t[k] is not False]
-        if len(kinds) != 1:
-            found = ", ".join(kinds) if kinds else "none"
-            self.problem(key, f"exactly one of interface, log, simulate = true is required "
-                              f"(found: {found})")
+        if obd is True:
+            obd_settings = self.obd(t, key, interface)
+        else:
+            obd_settings = None
+            for extra in sorted(OBD_KEYS - {"obd"}):
+                if extra in t:
+                    self.problem(_join(key, extra), "only valid with obd = true")
+            if len(kinds) != 1:
+                found = ", ".join(kinds) if kinds else "none"
+                self.problem(key, f"exactly one of interface, log, simulate = true, obd = true "
+                                  f"is required (found: {found})")
         if interface is not None:
             self.check_interface(interface, _join(key, "interface"))
             if "channel" not in t:
@@ -523,7 +551,12 @@ class _Reader:
         if mode not in MODES:
             self.problem(_join(key, "mode"), f"must be one of {', '.join(MODES)}, got {mode!r}")
             mode = "decoded"
-        if not dbc and "dbc" not in t and simulate is not True and mode != "raw":
+        if obd_settings is not None:
+            if "dbc" in t:
+                self.problem(_join(key, "dbc"), "not used by an OBD channel (its PIDs are "
+                                                "decoded per SAE J1979)")
+                dbc = []
+        elif not dbc and "dbc" not in t and simulate is not True and mode != "raw":
             self.problem(_join(key, "dbc"), "at least one DBC file is required")
         if mode != "raw":  # a raw channel's frames are stored as they are: no DBC is read
             if dbc:
@@ -550,7 +583,51 @@ class _Reader:
             seed=1 if seed is None else seed,
             speed=1.0 if speed is None else speed,
             mode=mode,
+            obd=obd_settings,
         )
+
+    def obd(self, t: dict[str, Any], key: str, interface: str | None) -> ObdSettings:
+        """The OBD keys of a channel with ``obd = true``: an ELM327 on ``port``, or native
+        OBD on ``interface`` and ``channel``."""
+        port = self.get(t, key, "port", (str,), None, "a serial device or a pyserial URL")
+        others = [k for k in ("log", "simulate") if k in t and t[k] is not False]
+        for other in others:
+            self.problem(_join(key, other), "not valid with obd = true")
+        if (port is None) == (interface is None):
+            if "port" not in t and "interface" not in t:
+                self.problem(key, "obd = true needs port (an ELM327) or interface and channel "
+                                  "(native OBD on a CAN bus)")
+            elif port is not None:
+                self.problem(_join(key, "port"), "give port (an ELM327) or interface (native "
+                                                 "CAN), not both")
+        elif port == "":
+            self.problem(_join(key, "port"), "must not be empty")
+        for native_only in ("extended",):
+            if native_only in t and port is not None:
+                self.problem(_join(key, native_only), "only valid with interface (native OBD)")
+        for elm_only in ("baudrate", "protocol"):
+            if elm_only in t and port is None:
+                self.problem(_join(key, elm_only), "only valid with port (an ELM327)")
+        protocol = self.get(t, key, "protocol", (str, int), "auto", "a string")
+        protocol = str(protocol).upper() if str(protocol).lower() != "auto" else "auto"
+        if protocol not in PROTOCOLS:
+            self.problem(_join(key, "protocol"), f"must be one of {', '.join(PROTOCOLS)} (the "
+                                                 f"ELM327's protocol numbers), got {protocol!r}")
+            protocol = "auto"
+        pids = parse_pids(t["pids"], _join(key, "pids"), self.problem) if "pids" in t else None
+        interval = self.number(t, key, "dtc_interval", 300.0, DTC_INTERVAL)
+        channel = self.get(t, key, "channel", (str, int), None, "a string")
+        settings = ObdSettings(
+            port=port,
+            baudrate=self.integer(t, key, "baudrate", None, BAUDRATE),
+            protocol=protocol,
+            interface=interface,
+            channel=None if channel is None else str(channel),
+            extended=self.get(t, key, "extended", (bool,), False, "true or false"),
+            dtc_interval=300.0 if interval is None else interval,
+            timeout=self.number(t, key, "timeout", None, TIMEOUT),
+        )
+        return settings if pids is None else dataclasses.replace(settings, pids=pids)
 
     def dbc_list(self, t: dict[str, Any], key: str) -> list[tuple[str, Path]]:
         """The channel's DBC files that exist, each with its key."""

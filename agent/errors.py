@@ -6,7 +6,12 @@
      ├── ConfigError                 a bad configuration; .problems lists every one
      ├── DbcError                    a DBC file that cannot be loaded (names file:line)
      ├── SourceError                 a frame source that cannot be opened or read
-     │    └── LogFormatError         a log file whose format is unknown or unreadable
+     │    ├── LogFormatError         a log file whose format is unknown or unreadable
+     │    └── ObdError               an OBD-II adapter or vehicle that does not answer
+     │         ├── ObdAdapterError   the adapter itself: unplugged, garbage, refuses what it
+     │         │                     must do (reopen it with backoff)
+     │         └── ObdVehicleError   the adapter works, the vehicle does not answer at all
+     │                               (ignition off: UNABLE TO CONNECT, BUS INIT ERROR)
      ├── StoreError                  the buffer cannot do what was asked (closed, unknown
      │                               batch range, unusable state directory)
      ├── BatchFormatError            an upload batch that cannot be encoded or decoded
@@ -52,6 +57,20 @@ class SourceError(BavardError):
 
 class LogFormatError(SourceError):
     """A log file whose format is unknown or that cannot be read at all."""
+
+
+class ObdError(SourceError):
+    """An OBD-II adapter or vehicle that does not answer as it should."""
+
+
+class ObdAdapterError(ObdError):
+    """The adapter itself failed: unplugged, garbage on the line, a command it must
+    understand refused. The source reopens it with backoff."""
+
+
+class ObdVehicleError(ObdError):
+    """The adapter answers but the vehicle does not (ignition off, wrong protocol):
+    UNABLE TO CONNECT, BUS INIT ERROR, CAN ERROR. The source waits and asks again."""
 
 
 class StoreError(BavardError):

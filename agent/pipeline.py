@@ -9,6 +9,11 @@ room (back-pressure, nothing lost); a live bus (``Source.live``) cannot wait,
 so a chunk that finds the queue full is dropped and counted in
 ``ChannelRuntime.dropped``.
 
+Events: a source may notice events (an OBD trouble code that appeared); it hands
+them to the same queue, where they wait for room like a log's frames (never
+dropped), and the consumer passes them to the event sink ahead of nothing:
+in the order they came, among the frames.
+
 Stopping: the stop event ends the readers; what they read, and what a live
 bus had received but they had not read yet (``Source.drain``), is handed on
 and consumed, then the reader threads are joined within :data:`JOIN_BUDGET`
@@ -33,8 +38,9 @@ from typing import Any
 from agent.config import ChannelConfig, Config
 from agent.decode.dbc_files import load_dbc
 from agent.decode.decoder import ChannelDecoder
+from agent.decode.obd import ObdDecoder
 from agent.errors import BavardError
-from agent.frames import Frame, Sample
+from agent.frames import Event, Frame, Sample
 from agent.policy.rules import RuleSet
 from agent.policy.selection import Selector
 from agent.sources import Source, source_class
@@ -50,6 +56,9 @@ JOIN_BUDGET = 2.0  # seconds for joining every reader thread at the end of run()
 
 Sink = Callable[[list[Sample]], None]
 RawSink = Callable[[list[Frame]], None]
+EventSink = Callable[[list[Event]], None]
+# a queue item: a chunk of one channel's frames, events, or a reader's end (None)
+_Item = tuple[int, list[Frame]] | list[Event] | None
 
 
 def channel_dbcs(cfg: ChannelConfig) -> tuple[Path, ...]:
@@ -75,6 +84,8 @@ def open_source(
     so that its output is reproducible).
     """
     cls: Any = source_class(cfg.kind)
+    if cfg.obd is not None:
+        return cls(cfg.name, cfg.obd, channel=cfg.name, clock=clock)
     if cfg.kind == "replay":
         return cls(cfg.name, cfg.log, speed=cfg.speed, channel=cfg.name, clock=clock, wait=wait)
     if cfg.kind == "simulator":
@@ -85,14 +96,18 @@ def open_source(
                fd=cfg.fd, data_bitrate=cfg.data_bitrate, can_filters=can_filters, clock=clock)
 
 
+Decoder = ChannelDecoder | ObdDecoder
+
+
 @dataclass
 class ChannelRuntime:
     config: ChannelConfig
     source: Source
-    decoder: ChannelDecoder
+    decoder: Decoder
     databases: list[Any] = field(default_factory=list)  # cantools databases, for metadata
     dropped: int = 0  # frames dropped because the queue was full (live sources only)
     error: str | None = None  # why the source stopped early, if it did
+    ended: bool = False  # its reader has finished (a log read to its end, or stopped)
 
 
 @dataclass
@@ -104,7 +119,9 @@ class Pipeline:
     clock: Callable[[], float] = time.monotonic  # monotonic seconds
     frames_in: int = 0
     raw_dropped: int = 0  # frames of raw channels run without a raw sink
-    _queue: queue.Queue[tuple[int, list[Frame]] | None] = field(
+    events_in: int = 0  # events the sources noticed
+    events_dropped: int = 0  # events of a run without an event sink
+    _queue: queue.Queue[_Item] = field(
         default_factory=lambda: queue.Queue(QUEUE_CHUNKS)
     )
 
@@ -140,8 +157,12 @@ class Pipeline:
                                                 for p in channel_dbcs(cfg)]
             # counters and checksums are left out unless the selection asks for them
             selector = Selector.from_config(config.selection, dbs)
-            decoder = ChannelDecoder(cfg.name, dbs, selector, change_rule,
-                                     config.selection.volatile)
+            decoder: Decoder
+            if cfg.obd is not None:
+                decoder = ObdDecoder(cfg.name, selector)
+            else:
+                decoder = ChannelDecoder(cfg.name, dbs, selector, change_rule,
+                                         config.selection.volatile)
             # a live decoded bus: the kernel drops the frames of unselected messages
             filters = (can_filters_for(dbs, selector)
                        if cfg.kind == "can" and cfg.mode == "decoded" else None)
@@ -163,13 +184,15 @@ class Pipeline:
             ch.source.close()
 
     def run(self, sink: Sink, stop: threading.Event, raw_sink: RawSink | None = None,
-            tick: Callable[[], None] | None = None) -> None:
+            tick: Callable[[], None] | None = None, event_sink: EventSink | None = None
+            ) -> None:
         """Run until every source is exhausted or ``stop`` is set.
 
         Kept samples go to ``sink``; the frames of channels configured ``mode = "raw"``
         go to ``raw_sink`` as they are (counted in ``raw_dropped`` when there is none).
         ``tick`` is called at least every half second while the loop is alive (the
-        daemon's watchdog beat), busy or idle.
+        daemon's watchdog beat), busy or idle. Events the sources notice go to
+        ``event_sink`` (counted in ``events_dropped`` when there is none).
         """
         threads = [
             threading.Thread(target=self._read, args=(i, ch, stop), name=f"source-{ch.config.name}",
@@ -197,6 +220,13 @@ class Pipeline:
                 if item is None:
                     running -= 1
                     continue
+                if isinstance(item, list):
+                    self.events_in += len(item)
+                    if event_sink is not None:
+                        event_sink(item)
+                    else:
+                        self.events_dropped += len(item)
+                    continue
                 index, frames = item
                 self.frames_in += len(frames)
                 if raw[index]:
@@ -223,6 +253,7 @@ class Pipeline:
     def _read(self, index: int, ch: ChannelRuntime, stop: threading.Event) -> None:
         source = ch.source
         live = source.live
+        timed = live or source.polled  # handed on at least every CHUNK_SECONDS
         clock = self.clock
         chunk: list[Frame] = []
         started = clock()
@@ -234,11 +265,16 @@ class Pipeline:
                 chunk = []
                 started = clock()
 
+        def event(item: Event) -> None:  # waits for room: an event is never dropped
+            flush()
+            self._put(item, stop)
+
         source.on_idle = flush
+        source.on_event = event
         try:
             for frame in source.frames(stop):
                 chunk.append(frame)
-                if len(chunk) >= CHUNK_FRAMES or (live and clock() - started >= CHUNK_SECONDS):
+                if len(chunk) >= CHUNK_FRAMES or (timed and clock() - started >= CHUNK_SECONDS):
                     self._hand_on(index, ch, chunk, live, stop)
                     chunk = []
                     started = clock()
@@ -255,6 +291,7 @@ class Pipeline:
         finally:
             if chunk:
                 self._hand_on(index, ch, chunk, live, stop)
+            ch.ended = True
             self._put_end(stop)
 
     def _put_end(self, stop: threading.Event) -> None:
@@ -264,6 +301,20 @@ class Pipeline:
                 return
             except queue.Full:
                 if stop.is_set():
+                    return
+
+    def _put(self, event: Event, stop: threading.Event) -> None:
+        """An event into the queue, waiting for room; given up only when stopped and
+        the queue stays full (the consumer is gone)."""
+        while True:
+            try:
+                self._queue.put([event], timeout=0.5)
+                return
+            except queue.Full:
+                if stop.is_set():
+                    self.events_dropped += 1
+                    log.warning("event lost at the stop, the queue being full: %s %s",
+                                event.kind, event.detail)
                     return
 
     def _hand_on(self, index: int, ch: ChannelRuntime, chunk: list[Frame], live: bool,

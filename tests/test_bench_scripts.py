@@ -194,3 +194,25 @@ def test_replay_checks_that_the_parsers_agree() -> None:
 def test_replay_fails_when_the_parser_is_wrong(wrong: str, says: str) -> None:
     err = fails("bench_replay.py", "--lines", "5000", "--repeat", "1", "--wrong", wrong)
     assert says in err, err
+
+
+# --- obd: both contenders ask the same emulated ELM327 and receive the same values
+
+
+def test_obd_checks_that_both_received_the_same_values() -> None:
+    pytest.importorskip("elm")
+    pytest.importorskip("obd")
+    out = ok("bench_obd.py", "--seconds", "1", "--rounds", "1")
+    assert "checked: for each of the 6 PIDs every contender received the same" in out, out
+    assert out.count("PIDs/s") == 4 and "ratio:" in out
+
+
+@pytest.mark.parametrize(("wrong", "says"), [
+    ("bavard:value", "bavard received"),  # each value off by one
+    ("python-obd:skip", ", python-obd []"),  # a PID's values all left out
+])
+def test_obd_fails_when_a_contender_is_wrong(wrong: str, says: str) -> None:
+    pytest.importorskip("elm")
+    pytest.importorskip("obd")
+    err = fails("bench_obd.py", "--seconds", "0.5", "--rounds", "1", "--wrong", wrong)
+    assert "CHECK FAILED: PID " in err and says in err, err

@@ -312,7 +312,9 @@ def number_text(key: str, value: str) -> str:
         name = match.group(2)
         source = ('interface = "virtual"\nmode = "raw"\n' if name == "channel" else
                   'interface = "virtual"\nmode = "raw"\nchannel = "x"\n'
-                  if name.endswith("bitrate") else 'simulate = true\n')
+                  if name.endswith("bitrate") and name != "baudrate" else
+                  'obd = true\nport = "/dev/ttyUSB0"\n' if name in OBD_NUMBERS else
+                  'simulate = true\n')
         return f'[[channels]]\nname = "a"\n{source}{name} = {value}\n'
     if match.group(1) == "signals":
         return ('[[channels]]\nname = "a"\nsimulate = true\n[[signals]]\nmatch = "*"\n'
@@ -323,6 +325,7 @@ def number_text(key: str, value: str) -> str:
 
 
 NUMBERS = sorted(k for k in number_ranges() if TABLE.match(k))
+OBD_NUMBERS = ("baudrate", "dtc_interval", "timeout")
 
 
 @pytest.mark.parametrize("key", NUMBERS)
@@ -330,8 +333,8 @@ def test_zero_and_negatives_share_one_rule(workdir: Path, key: str) -> None:
     allowed = number_ranges()[key]
     said = {}
     for value in ("-1", "0", "1e300", "nan", "inf", "99999999999999999"):
-        if key.endswith(("bitrate", "seed", "items", "bytes", "corrupt")) or key.endswith(
-                "channels[].channel"):
+        integers = ("bitrate", "seed", "items", "bytes", "corrupt", "baudrate")
+        if key.endswith(integers) or key.endswith("channels[].channel"):
             value = {"1e300": "2000000000000000000", "nan": "-5", "inf": "-999"}.get(value,
                                                                                     value)
         text = number_text(key, value)

@@ -29,9 +29,14 @@ def test_demo_delivers_everything_it_read_to_the_receiver(tmp_path: Path) -> Non
     with ReceiverDb(tmp_path / "received", readonly=True) as db:
         assert len(db.batches()) == batches > 0
         assert len(db.samples()) + len(db.events()) == records > 1000
-        assert [e.kind for e in db.events()] == ["service.start"]
+        # the OBD channel read the simulated ECU's VIN: every batch under its pseudonym
+        assert [e.kind for e in db.events()] == ["service.start", "vehicle.identified"]
+        assert len({b.vehicle for b in db.batches()}) == 1
+        obd = {s.signal for s in db.samples() if s.channel == "obd"}
+        assert {"ENGINE_RPM", "VEHICLE_SPEED", "MIL"} <= obd
         assert db.counters()["total"]["duplicates"] == 0
     assert "EngineData.EngineSpeed" in out.stdout  # the receiver's summary
+    assert "OBD.ENGINE_RPM" in out.stdout
 
 
 def run_bavard(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -25,10 +25,13 @@ import cantools
 import pytest
 
 from agent.frames import Frame
+from agent.obd.settings import ObdSettings
 from agent.sources import Source, source_class
 from agent.sources.can_bus import RECV_TIMEOUT, CanBusSource
+from agent.sources.obd import ObdSource
 from agent.sources.replay import ReplaySource
 from agent.sources.simulator import SimulatorSource
+from agent.sources.simulator.obd_ecu import SimulatedEcus
 
 ROOT = Path(__file__).resolve().parents[1]
 DBC = ROOT / "dbc" / "demo_vehicle.dbc"
@@ -151,7 +154,8 @@ class SourceContract:
         """``live``, ``on_idle``, the gap counters and ``drain`` are declared on every
         source (the pipeline and the daemon use them directly, not through getattr)."""
         with make_source() as source:
-            assert source.live is (not self.finite)  # only a live bus does not wait
+            # only a live bus does not wait; an endless polled one (OBD) waits for room
+            assert source.live is (not self.finite and not source.polled)
             assert source.on_idle is None
             self.read_all(source)
             assert (source.stats.gaps, source.stats.in_gap, source.stats.gap_seconds) == (
@@ -512,11 +516,49 @@ class TestCanBusVirtual(SourceContract):
             CanBusSource(CHANNEL, interface="no_such_interface", channel="x")
 
 
+# ---------------------------------------------------------------------------
+# OBD-II, native: the simulated ECUs on python-can's virtual bus
+
+
+class TestObdNative(SourceContract):
+    """The OBD source asks the simulated ECUs for ever: an endless stream, like a live
+    bus, that polls at its own pace instead of dropping what finds the queue full."""
+
+    expected_count = 12  # replies read before the consumer stops (any number would do)
+    finite = False
+    ordered = False  # stamped with the wall clock
+
+    @pytest.fixture
+    def make_source(self, tmp_path: Path) -> Iterator[Factory]:
+        made: list[Source] = []
+        ecus: list[SimulatedEcus] = []
+
+        def make(realtime: bool = False) -> Source:
+            channel = f"bavard-contract-{uuid.uuid4().hex}"
+            ecus.append(SimulatedEcus.open("virtual", channel, t0=30.0).start())
+            settings = ObdSettings(interface="virtual", channel=channel, timeout=0.1,
+                                   pids=((0x0C, 0.0), (0x0D, 0.0)))
+            source = ObdSource(CHANNEL, settings)
+            made.append(source)
+            return source
+
+        yield make
+        for source in made:
+            source.close()
+        for ecu in ecus:
+            ecu.stop()
+
+    def assert_released(self, source: Source) -> None:
+        assert isinstance(source, ObdSource)
+        assert source._transport is None
+
+
 def test_every_registered_source_kind_has_a_contract_subclass() -> None:
     tested = {
         ReplaySource: TestReplayCandump,
         SimulatorSource: TestSimulator,
         CanBusSource: TestCanBusVirtual,
+        ObdSource: TestObdNative,
     }
     from agent.sources import REGISTRY
 

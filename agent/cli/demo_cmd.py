@@ -6,6 +6,12 @@ an ``[upload]`` to the reference receiver (agent.receiver) listening on
 127.0.0.1. At the end the sources stop, the buffer drains to the receiver, and
 the receiver's summary shows what arrived.
 
+Two channels: the simulated vehicle's CAN bus, decoded through its DBC, and
+the same vehicle's OBD-II port: simulated engine and gearbox ECUs
+(agent.sources.simulator.obd_ecu) answer on a virtual CAN bus, and the
+agent's OBD channel asks them for PIDs, trouble codes (one appears at the
+harsh brake) and the VIN, through ISO-TP as on a real car.
+
 By default the whole drive cycle plays (cold start, city, highway, harsh
 brake, parking: 240 s of vehicle time) at ten times real time, so in about 24 s.
 """
@@ -27,6 +33,8 @@ from agent.sources.simulator.plan import DEFAULT_CYCLE_LENGTH
 HELP = "drive the simulated vehicle through the agent to a receiver on this machine, live"
 DRAIN_SECONDS = 15.0  # at the end: how long the buffer may take to reach the receiver
 DEFAULT_SPEED = 10.0  # the 240 s drive cycle in about 24 s
+OBD_BUS = "bavard-demo-obd"  # the virtual bus of demo.toml's OBD channel
+FLAT_OUT = 100.0  # --speed 0: the simulated ECUs' vehicle time runs this fast
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +63,7 @@ def demo_config(state: Path, url: str, seed: int, speed: float) -> str:
     text = resources.files("agent").joinpath("defaults/demo.toml").read_text(encoding="utf-8")
     text = text.replace("seed = 1", f"seed = {seed}").replace("speed = 1.0", f"speed = {speed}")
     return text + (f"\n[store]\nstate_dir = {_toml_string(str(state))}\ncommit_interval = 0.5\n"
-                   f"\n[upload]\nurl = {_toml_string(url)}\nbatch_seconds = 10.0\n"
+                   f"\n[upload]\nurl = {_toml_string(url)}\nbatch_seconds = 600.0\n"
                    f"linger = 3.0\n")
 
 
@@ -70,9 +78,12 @@ def render(daemon: Any, receiver: Any, elapsed: float, out: TextIO) -> None:
         rules = pipeline.rules.stats
         for ch in pipeline.channels:
             st = ch.decoder.stats
-            lines.append(f"  decode  {ch.config.name}: {st.decoded:,} frames decoded, "
-                         f"{st.unchanged:,} skipped unchanged; rules dropped "
-                         f"{rules.unchanged:,} unchanged, {rules.rate_limited:,} rate-limited")
+            what = "OBD replies" if ch.config.obd is not None else "frames"
+            lines.append(f"  decode  {ch.config.name}: {st.decoded:,} {what} decoded, "
+                         f"{st.unchanged:,} skipped unchanged")
+        lines.append(f"  rules   dropped {rules.unchanged:,} unchanged, "
+                     f"{rules.rate_limited:,} rate-limited; {pipeline.events_in} events "
+                     "from the sources")
     if daemon.store is not None:
         classes = daemon.store.stats().classes
         lines.append(f"  buffer  {sum(c.items for c in classes.values()):,} records waiting, "
@@ -94,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.receiver.http_server import serve
     from agent.receiver.summary import summarize
     from agent.service.daemon import Daemon
+    from agent.sources.simulator.obd_ecu import SimulatedEcus
 
     with tempfile.TemporaryDirectory(prefix="bavard-demo-") as tmp:
         # absolute once and for all: the configuration file resolves relative paths
@@ -106,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         config = base / "demo.toml"
         config.write_text(demo_config(base / "state", server.url, args.seed,
                                       max(args.speed, 0.0)), encoding="utf-8")
+        # the OBD channel's vehicle: the same drive cycle, on the configuration's virtual bus
+        ecus = SimulatedEcus.open("virtual", OBD_BUS, seed=args.seed,
+                                  speed=args.speed if args.speed > 0 else FLAT_OUT).start()
         daemon = Daemon(config)
         result: list[int] = []
         worker = threading.Thread(target=lambda: result.append(daemon.run()), name="agent",
@@ -121,9 +136,7 @@ def run(args: argparse.Namespace) -> int:
                     sys.stdout.write("\x1b[H\x1b[2J")
                     render(daemon, receiver, elapsed, sys.stdout)
                     sys.stdout.flush()
-                ended = daemon.pipeline is not None and daemon.pipeline.frames_in and (
-                    daemon._pipeline_worker is None
-                    or not daemon._pipeline_worker.thread.is_alive())
+                ended = _vehicle_stopped(daemon)
                 if (args.duration and elapsed >= args.duration) or ended:
                     break
             daemon.stop_sources()
@@ -136,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             daemon.request_stop()
             worker.join(timeout=10)
+            ecus.stop()
             server.close()
             receiver.close()
         with ReceiverDb(base / "received", readonly=True) as db:
@@ -149,6 +163,15 @@ def run(args: argparse.Namespace) -> int:
                              "at its next start)\n"
                              f"its configuration: {config}\n")
     return result[0] if result else 1
+
+
+def _vehicle_stopped(daemon: Any) -> bool:
+    """The simulated drive cycle has played to its end (the OBD channel, which asks
+    its questions for ever, does not count)."""
+    pipeline = daemon.pipeline
+    if pipeline is None or not pipeline.frames_in:
+        return False
+    return all(ch.ended for ch in pipeline.channels if not ch.source.polled)
 
 
 def _drain(daemon: Any, timeout: float) -> None:

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "batch": "agent.cli.batch_cmd",
     "buffer": "agent.cli.buffer_cmd",
     "receive": "agent.cli.receive_cmd",
+    "obd": "agent.cli.obd_cmd",
     "run": "agent.cli.run_cmd",
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -19,6 +20,7 @@ from agent.sources.simulator import (
     write_candump,
     write_log,
 )
+from agent.sources.simulator.obd_ecu import DEFAULT_VIN, VIN_ALPHABET, SimulatedEcus
 
 HELP = "drive the simulated vehicle onto a CAN bus (python-can) or into a log file"
 EPILOG = """\
@@ -29,6 +31,11 @@ log formats (--output), by the file name's ending:
   .blf                 Vector BLF (python-can's BLFWriter)
   .trc  .trc.gz        PEAK trace 2.1 (python-can's TRCWriter; no CAN FD)
 any other ending is refused. Every format reads back with `bavard decode`.
+
+OBD-II (--obd, on a bus): an engine ECU (request 7E0, reply 7E8) and a
+transmission ECU (7E1 / 7E9) also answer OBD requests (functional: 7DF) for the
+same vehicle: modes 01 02 03 04 07 09 0A. P0500 turns pending in the harsh
+brake and is stored when it ends. --obd-only: the ECUs without the DBC frames.
 """
 
 
@@ -54,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bus channel (needed with --interface); with --output, the "
                              f"channel name written in the log (default {DEFAULT_CHANNEL})")
     parser.add_argument("--bitrate", type=int, default=None, help="bus bitrate, bit/s")
+    obd = parser.add_argument_group("OBD-II (with --interface)")
+    obd.add_argument("--obd", action="store_true",
+                     help="also answer OBD-II requests as the vehicle's engine and "
+                          "transmission ECUs (ISO 15765-4, 11-bit ids)")
+    obd.add_argument("--obd-only", action="store_true",
+                     help="answer OBD-II requests and send no DBC frames (implies --obd)")
+    obd.add_argument("--vin", default=None,
+                     help=f"the VIN the engine ECU answers (default {DEFAULT_VIN})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
             return 2
     speed = args.speed if args.speed is not None else (0.0 if args.output else 1.0)
     channel = args.channel or DEFAULT_CHANNEL
+    obd = args.obd or args.obd_only
+    problem = _obd_problem(args, obd, speed)
+    if problem:
+        print(f"bavard simulate: {problem}", file=sys.stderr)
+        return 2
     try:
         source = SimulatorSource(channel, args.dbc, seed=args.seed, speed=speed,
                                  duration=args.duration, channel=channel,
@@ -77,18 +97,57 @@ def run(args: argparse.Namespace) -> int:
         return 2
     tracker = _Tracker(source.start_time)
     status = 0
+    ecus = _start_ecus(args, speed) if obd else None  # raises SourceError itself
     with source:
         try:
             if args.output:
                 target = _to_file(tracker.follow(source.frames()), args.output)
+            elif args.obd_only:
+                target = _obd_only(tracker, source.duration, speed, args)
             else:
                 target = _to_bus(tracker.follow(source.frames()), args)
         except KeyboardInterrupt:
             target, status = "interrupted", 130
+        finally:
+            if ecus is not None:
+                ecus.stop()
     summary = sys.stderr if args.output == "-" else sys.stdout
+    obd_note = f"; OBD: {ecus.answered:,} replies to {ecus.requests:,} requests" if ecus else ""
     print(f"simulated {tracker.seconds:.1f} s of driving (seed {args.seed}): "
-          f"{tracker.frames:,} frames -> {target}", file=summary)
+          f"{tracker.frames:,} frames -> {target}{obd_note}", file=summary)
     return status
+
+
+def _obd_problem(args: argparse.Namespace, obd: bool, speed: float) -> str | None:
+    """Why the OBD options cannot be had as given, or None."""
+    if not obd:
+        return "--vin needs --obd" if args.vin is not None else None
+    if args.output:
+        return ("--obd answers OBD-II requests on a bus: it needs --interface and "
+                "--channel, not --output")
+    if speed <= 0:
+        return "--obd needs a --speed above 0 (the ECUs answer in the vehicle's time)"
+    if args.vin is not None:
+        vin = args.vin.upper()
+        if len(vin) != 17 or not set(vin) <= VIN_ALPHABET:
+            return f"--vin: not a VIN (17 characters, no I, O, Q): {args.vin}"
+        args.vin = vin
+    return None
+
+
+def _start_ecus(args: argparse.Namespace, speed: float) -> SimulatedEcus:
+    ecus = SimulatedEcus.open(args.interface, args.channel, bitrate=args.bitrate,
+                              seed=args.seed, speed=speed, cycle_length=args.cycle_length,
+                              vin=args.vin or DEFAULT_VIN)
+    return ecus.start()
+
+
+def _obd_only(tracker: _Tracker, duration: float, speed: float,
+              args: argparse.Namespace) -> str:
+    """Answer OBD requests (the ECUs' thread) for ``duration`` s of vehicle time."""
+    threading.Event().wait(duration / speed)
+    tracker.seconds = duration
+    return f"{args.interface} channel {args.channel} (OBD-II only)"
 
 
 class _Tracker:

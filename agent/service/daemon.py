@@ -41,7 +41,16 @@ Events of its own life go into the buffer like any other (uploaded first):
 ``service.start``, ``service.stop``, ``service.reload`` and
 ``service.reload-rejected`` on channel ``agent``; ``bus.down`` and ``bus.up``
 on a CAN channel whose reads fail and come back (the source reopens the bus
-with backoff and counts the gap).
+with backoff and counts the gap), and on an OBD channel whose adapter or
+vehicle stops answering; the events the sources notice (an OBD channel's
+``dtc.set``, ``dtc.cleared``, ``obd.mil``); ``vehicle.identified`` when an OBD
+channel read a VIN the box did not know (the VIN itself stays on the box).
+
+The pseudonym of the batches comes from the VIN (agent.service.identity): the
+configured one, else the one an OBD channel read (now or at an earlier start).
+While neither is known and an OBD channel will read one, the uploader waits
+for it (at most :data:`VIN_WAIT` s), so that the first batches do not go
+under the pseudonym of an unknown VIN; the buffer fills meanwhile.
 
 Exit status: 0 after a stop, 78 (EX_CONFIG) for a configuration that cannot be
 used at start (the unit does not restart on it), 1 for any other failure to start.
@@ -91,6 +100,7 @@ MONITOR = 2.0  # seconds between the main thread's looks at the others
 # scans the chunk table, so not every MONITOR (a quarter of the writer's allowed silence)
 STATS_EVERY = 10.0
 SILENCE = 30.0  # a thread may be silent this long before the watchdog gives up on it
+VIN_WAIT = 60.0  # seconds the first uploads wait for an OBD channel to read the VIN
 
 
 @dataclass
@@ -155,6 +165,9 @@ class Daemon:
         self._pipeline_ended_logged = False
         self._stats_at = float("-inf")  # monotonic time of the last look at the buffer
         self._gaps: dict[str, tuple[int, bool]] = {}  # channel -> (gaps seen, down now)
+        self._vin: str | None = None  # the VIN an OBD channel read, once seen
+        # an uploader waiting for that VIN: (configuration, what it needs, deadline)
+        self._upload_waiting: tuple[Config, _Upload, float] | None = None
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -301,13 +314,45 @@ class Daemon:
         stop = threading.Event()
         store = self.store
         thread = threading.Thread(target=pipeline.run, name="pipeline", daemon=True,
-                                  args=(store.put_samples, stop, store.put_frames, beat))
+                                  args=(store.put_samples, stop, store.put_frames, beat,
+                                        store.put_events))
         self._pipeline_worker = _Worker(thread, stop)
         self._pipeline_ended_logged = False
         self._gaps = {}  # new sources count their gaps from zero
         thread.start()
         if prepared.upload is not None:
-            self._start_uploader(config, prepared.upload)
+            if self._vin_awaited(config, pipeline):
+                log.info("uploads wait for an OBD channel to read the VIN (at most %.0f s), "
+                         "which gives the batches their pseudonym", VIN_WAIT)
+                self._upload_waiting = (config, prepared.upload, self.monotonic() + VIN_WAIT)
+            else:
+                self._start_uploader(config, prepared.upload)
+
+    def _vin_awaited(self, config: Config, pipeline: Pipeline) -> bool:
+        """No VIN is configured or known yet, and an OBD channel will read one."""
+        from agent.service.identity import read_vin
+
+        return (self._vin is None and not read_vin(config)
+                and any(ch.config.obd is not None for ch in pipeline.channels))
+
+    def _start_waiting_uploader(self) -> None:
+        """The uploader that waited for the VIN: started once it is read, or at the end of
+        the wait (the pseudonym of ``UNKNOWN`` then, until a VIN is read)."""
+        waiting = self._upload_waiting
+        if waiting is None:
+            return
+        config, prepared, deadline = waiting
+        if self._vin is None and self.monotonic() < deadline:
+            return
+        from agent.service.identity import vehicle_id
+
+        self._upload_waiting = None
+        if self._vin is None:
+            log.warning("no OBD channel read the VIN within %.0f s: uploading under the "
+                        "pseudonym of an unknown VIN until one does", VIN_WAIT)
+        who = dataclasses.replace(prepared.identity,
+                                  vehicle_id=vehicle_id(config, self._vin or ""))
+        self._start_uploader(config, dataclasses.replace(prepared, identity=who))
 
     def _start_uploader(self, config: Config, prepared: _Upload) -> None:
         from agent.upload.budget import DataBudget
@@ -340,6 +385,9 @@ class Daemon:
 
     def _stop_workers(self, deadline: float) -> None:
         """Sources first (what they read goes to the store), then the uploader."""
+        waiting, self._upload_waiting = self._upload_waiting, None
+        if waiting is not None:
+            waiting[1].transport.close()
         pipeline_worker, self._pipeline_worker = self._pipeline_worker, None
         if pipeline_worker is not None:
             pipeline_worker.stop.set()
@@ -424,6 +472,8 @@ class Daemon:
         pipeline = self.pipeline
         if pipeline is not None:
             self._bus_events(pipeline)
+            self._vin_read(pipeline)
+            self._start_waiting_uploader()
             now, frames = self.monotonic(), pipeline.frames_in
             then, before = self._rate
             if now - then >= 1.0:
@@ -455,6 +505,32 @@ class Daemon:
                                       f"{stats.gap_seconds:.1f} s in all", 2, name)
                 down = False
             self._gaps[name] = (seen, down)
+
+    def _vin_read(self, pipeline: Pipeline) -> None:
+        """A VIN an OBD channel read from the vehicle becomes the pseudonym's source
+        (unless ``[vehicle] vin`` is configured) and is kept for the next start."""
+        config = self.config
+        if config is None or config.vehicle.vin.strip():
+            return
+        for ch in pipeline.channels:
+            vin = ch.source.vin
+            if not vin or vin == self._vin:
+                continue
+            from agent.service.identity import read_vin, remember_vin, vehicle_id
+
+            self._vin = vin
+            if vin != read_vin(config):
+                remember_vin(config, vin)
+                self._event("vehicle.identified", f"VIN read on {ch.config.name}; the "
+                                                  "pseudonym follows it", 1, ch.config.name)
+            uploader = self.uploader
+            if uploader is not None:
+                pseudonym = vehicle_id(config, vin)
+                if uploader.identity.vehicle_id != pseudonym:
+                    log.info("vehicle pseudonym from the VIN read on %s", ch.config.name)
+                    uploader.identity = dataclasses.replace(uploader.identity,
+                                                            vehicle_id=pseudonym)
+            return
 
     def status_line(self) -> str:
         parts = [f"{self._frames_per_s:,.0f} frames/s", f"buffer {self._depth:,} items"]

@@ -2,7 +2,12 @@
 and the signals' metadata.
 
 The pseudonym is an HMAC of the VIN (agent.batch.ids): the VIN never leaves the
-box. Its key is ``[vehicle] id_secret_file`` when configured (one per fleet or per
+box. The VIN is ``[vehicle] vin`` when configured; else the one an OBD channel
+read from the vehicle (mode 09), which the box keeps in its state directory
+(``vehicle.vin``, mode 0600) so that the next start has it from its first
+batch; else ``UNKNOWN`` until an OBD channel reads it.
+
+The HMAC key is ``[vehicle] id_secret_file`` when configured (one per fleet or per
 owner), else a random 32-byte secret that the box creates in its state directory
 on first start (mode 0600, written atomically) and keeps: the same box always
 gives the same pseudonym, and nobody without the box can link it to the VIN.
@@ -23,6 +28,7 @@ from agent.atomic_file import write_atomically
 from agent.batch.ids import dbc_fingerprint, pseudonymous_vehicle_id
 from agent.batch.model import SignalKey, SignalMeta, signal_metadata
 from agent.config import Config
+from agent.decode.obd import obd_metadata
 from agent.errors import ConfigError
 from agent.pipeline import Pipeline, channel_dbcs
 from agent.upload.uploader import Identity
@@ -30,6 +36,7 @@ from agent.upload.uploader import Identity
 log = logging.getLogger(__name__)
 
 SECRET_NAME = "vehicle-id.secret"
+VIN_NAME = "vehicle.vin"  # the VIN last read from the vehicle
 MIN_SECRET = 16  # bytes: what agent.batch.ids accepts as a key
 UNKNOWN_VIN = "UNKNOWN"
 
@@ -69,11 +76,36 @@ def id_secret(config: Config) -> bytes:
     return secret
 
 
+def read_vin(config: Config) -> str:
+    """The configured VIN, else the one last read from the vehicle, else ''."""
+    configured = config.vehicle.vin.strip()
+    if configured:
+        return configured
+    try:
+        return (Path(config.store.state_dir) / VIN_NAME).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def remember_vin(config: Config, vin: str) -> None:
+    """Keep the VIN read from the vehicle for the next start (0600, atomically); a
+    state directory that refuses it is logged, the pseudonym still changes now."""
+    try:
+        write_atomically(Path(config.store.state_dir) / VIN_NAME, [vin.encode("ascii")])
+    except (OSError, UnicodeEncodeError) as exc:
+        log.error("cannot keep the VIN in %s: %s", config.store.state_dir, exc)
+
+
+def vehicle_id(config: Config, vin: str) -> str:
+    return pseudonymous_vehicle_id(vin or UNKNOWN_VIN, id_secret(config))
+
+
 def identity(config: Config, pipeline: Pipeline) -> Identity:
-    vin = config.vehicle.vin.strip() or UNKNOWN_VIN
-    vehicle_id = pseudonymous_vehicle_id(vin, id_secret(config))
     paths = [p for ch in config.channels for p in channel_dbcs(ch)]
     signals: dict[SignalKey, SignalMeta] = {}
     for ch in pipeline.channels:
+        if ch.config.obd is not None:
+            signals.update(obd_metadata(ch.config.name))
         signals.update(signal_metadata(ch.config.name, ch.databases))
-    return Identity(vehicle_id, dbc_fingerprint(paths) if paths else "", signals)
+    return Identity(vehicle_id(config, read_vin(config)),
+                    dbc_fingerprint(paths) if paths else "", signals)

@@ -1,4 +1,4 @@
-"""Frame sources: live CAN buses, log replay, the simulated vehicle.
+"""Frame sources: live CAN buses, log replay, the simulated vehicle, OBD-II.
 
 Implementations are found through a name-keyed registry and imported lazily,
 so a missing optional dependency only fails when that source is chosen.
@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "can": "agent.sources.can_bus:CanBusSource",
     "replay": "agent.sources.replay:ReplaySource",
     "simulator": "agent.sources.simulator:SimulatorSource",
+    "obd": "agent.sources.obd:ObdSource",
 }
 
 

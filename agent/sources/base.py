@@ -11,6 +11,15 @@ looked up by name:
 * ``live``: a class attribute, False unless the source reads a bus that does
   not wait (a live bus cannot be paused: the pipeline drops what finds its
   queue full instead of blocking the reader);
+* ``polled``: a class attribute, False unless the source asks for each frame (OBD):
+  its frames come slowly, at the pace of its questions, so the pipeline hands
+  them on at least every CHUNK_SECONDS like a live bus's, but a full queue
+  makes it wait (it asks later), as a log's reader waits;
+* ``on_event``: None, or a callable the source calls in its reading thread with
+  an :class:`~agent.frames.Event` (a trouble code that appeared): the pipeline
+  hands it on to the store, ahead of frames;
+* ``vin``: None, or the VIN the source read from the vehicle (OBD mode 09):
+  the service derives the vehicle's pseudonym from it;
 * ``on_idle``: None, or a callable the source calls in its reading thread
   when nothing came for a while (a quiet live bus, a gap starting), so that
   the pipeline hands on what it holds;
@@ -32,7 +41,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar
 
-from agent.frames import Frame
+from agent.frames import Event, Frame
 
 
 @dataclass
@@ -54,12 +63,18 @@ class Source(ABC):
 
     #: a live bus, which does not wait for its reader (see the module's docstring)
     live: ClassVar[bool] = False
+    #: frames asked for one by one (see the module's docstring)
+    polled: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.stats = SourceStats()
         #: called in the reading thread when nothing came for a while (live sources)
         self.on_idle: Callable[[], None] | None = None
+        #: called in the reading thread with each event the source notices (OBD trouble codes)
+        self.on_event: Callable[[Event], None] | None = None
+        #: the VIN read from the vehicle, once known (OBD sources)
+        self.vin: str | None = None
         self._closed = False
 
     def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:

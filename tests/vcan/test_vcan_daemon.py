@@ -91,8 +91,10 @@ def expected_values(log: Path, tmp_path: Path) -> Values:
     return dict(values)
 
 
-def stored_values(state_dir: Path, events: list[Event] | None = None) -> Values:
-    """The stored samples' values per signal; the service's events go to ``events``."""
+def stored_values(state_dir: Path, events: list[Event] | None = None,
+                  channel: str = "vehicle") -> Values:
+    """The stored samples' values per signal, all of ``channel``; the service's events
+    go to ``events``."""
     values: Values = defaultdict(list)
     with Store(StoreConfig(state_dir=state_dir)) as store:
         for _ in range(10_000):  # bounded: far more batches than the test makes
@@ -103,7 +105,7 @@ def stored_values(state_dir: Path, events: list[Event] | None = None) -> Values:
             if events is not None:
                 events.extend(batch.events)
             for sample in batch.samples:
-                assert sample.channel == "vehicle"
+                assert sample.channel == channel
                 values[(sample.message, sample.signal)].append(sample.value)
             store.ack(batch.seq_first, batch.seq_last)
         else:
