@@ -295,3 +295,19 @@ class _FastClock:
 
     def __call__(self) -> float:
         return self.start + (time.monotonic() - self.start) * self.rate
+
+
+def test_a_silent_vehicle_clears_no_code(peer: ElmPeer, car: Car) -> None:
+    """Ignition off: every trouble-code request gets NO DATA. That is not a clear."""
+    car.stored, car.mil = ["P0143"], True
+    with Reader(source_for(peer)) as reader:
+        reader.wait_for(lambda: any(e.kind == "dtc.set" for e in reader.events))
+        reads = reader.source.obd.dtc_reads
+        peer.obd_override = ["NO DATA"]
+        reader.wait_for(lambda: reader.source.obd.dtc_reads >= reads + 3
+                        or reader.source.obd.vehicle_errors >= 1)
+        peer.obd_override = None
+        before = len(reader.values)
+        reader.wait_for(lambda: len(reader.values) > before + 3)
+        reader.wait_for(lambda: reader.source.obd.dtc_reads >= reads + 4)
+    assert [e.kind for e in reader.events] == ["dtc.set", "obd.mil"]  # nothing cleared

@@ -45,6 +45,13 @@ class ObdClient:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        #: how many ECUs answered 01 00 to everyone (``supported(None)``): a request to
+        #: everyone then stops waiting once that many replied, instead of at its timeout
+        self.ecus: int | None = None
+
+    def everyone(self, payload: bytes) -> list[Reply]:
+        """A functional request, every ECU's reply (as many as answered 01 00 expected)."""
+        return self.transport.request(payload, ecu=None, expect=self.ecus)
 
     # -- mode 01 ------------------------------------------------------------------------
 
@@ -75,6 +82,8 @@ class ObdClient:
             if not more:
                 break
             base_ok = more
+        if ecu is None and found:
+            self.ecus = len(found)
         return found
 
     def read(self, numbers: list[int], ecu: int | None = ENGINE_REQUEST) -> list[Reply]:
@@ -111,7 +120,9 @@ class ObdClient:
     def readiness(self, ecu: int | None = None) -> dict[int, Readiness]:
         """PID 01 of each ECU: the MIL, the DTC count, the monitors."""
         out = {}
-        for reply in self.transport.request(b"\x01\x01", ecu=ecu):
+        replies = (self.everyone(b"\x01\x01") if ecu is None
+                   else self.transport.request(b"\x01\x01", ecu=ecu, expect=1))
+        for reply in replies:
             try:
                 for number, data in pid_table.split_mode01(reply.data):
                     if number == 0x01:
@@ -127,7 +138,7 @@ class ObdClient:
         """The codes of one service (03 stored, 07 pending, 0A permanent), by ECU; an ECU
         that answers with none is listed with an empty list."""
         out: dict[int, list[str]] = {}
-        for reply in self.transport.request(bytes((mode,))):
+        for reply in self.everyone(bytes((mode,))):
             try:
                 codes = dtcs.parse_dtc_reply(reply.data, self.transport.is_can)
             except ValueError as exc:
@@ -146,7 +157,7 @@ class ObdClient:
     def clear(self) -> list[int]:
         """Mode 04: clear the stored and pending codes and the freeze frames (the MIL goes
         off, the readiness monitors restart). The ECUs that confirmed it."""
-        return [r.ecu for r in self.transport.request(b"\x04") if r.data[:1] == b"\x44"]
+        return [r.ecu for r in self.everyone(b"\x04") if r.data[:1] == b"\x44"]
 
     def freeze_frame(self, numbers: list[int], ecu: int | None = ENGINE_REQUEST
                      ) -> FreezeFrame | None:
@@ -189,7 +200,7 @@ class ObdClient:
 
     def vin(self) -> str | None:
         """The VIN (mode 09 PID 02), whole: the first ECU that gives a readable one."""
-        for reply in self.transport.request(b"\x09\x02"):
+        for reply in self.everyone(b"\x09\x02"):
             try:
                 return vin_from_reply(reply.data)
             except ValueError as exc:

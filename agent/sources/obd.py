@@ -287,10 +287,14 @@ class ObdSource(Source):
         self.obd.dtc_reads += 1
         stamp = self.wall()
         found: set[tuple[str, int, str]] = set()
+        answered: set[tuple[str, int]] = set()  # (kind, ECU) that answered this time
         for mode, kind in DTC_MODES.items():
             for ecu, codes in client.dtcs(mode).items():
+                answered.add((kind, ecu))
                 found.update((kind, ecu, code) for code in codes)
         known = self._known_dtcs if self._known_dtcs is not None else set()
+        # an ECU that did not answer (the ignition going off) cleared nothing
+        found |= {item for item in known if item[:2] not in answered}
         for kind, ecu, code in sorted(found - known, key=_order):
             self._event(stamp, "dtc.set", f"{code} {kind} (ECU {ecu_name(ecu)}){_about(code)}",
                         DTC_PRIORITY)
@@ -300,7 +304,7 @@ class ObdSource(Source):
             self._event(stamp, "dtc.cleared",
                         f"{code} {kind} (ECU {ecu_name(ecu)}){_about(code)}", DTC_PRIORITY)
         self._known_dtcs = found
-        for reply in client.transport.request(b"\x01\x01", ecu=None):  # after the codes
+        for reply in client.everyone(b"\x01\x01"):  # after the codes
             if not refused(reply):
                 yield _frame(stamp, self.channel, reply)
                 self._mil_event(stamp, reply)
