@@ -77,7 +77,12 @@ def load_usable_config(path: str | Path) -> UsableConfig:
     problems.extend(_upload_problems(config, problems))
     if problems:
         raise ConfigError(problems, source=reading.source)
-    warnings.extend(glob_warnings(config, loaded.values()))
+    known = list(loaded.values())
+    if any(ch.obd is not None for ch in config.channels):  # OBD.<PID> names exist too
+        from agent.decode.obd import catalogue
+
+        known.append(catalogue())
+    warnings.extend(glob_warnings(config, known))
     return UsableConfig(config, tuple(warnings), loaded)
 
 

@@ -96,3 +96,32 @@ def test_obd_with_log_or_simulate_is_refused(tmp_path: Path) -> None:
     found = problems('[[channels]]\nname = "a"\nobd = true\nport = "/dev/x"\nlog = "d.log"\n',
                      tmp_path)
     assert found == ["channels[0].log: not valid with obd = true"]
+
+
+def test_globs_may_name_obd_signals_beside_dbc_ones(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli.main import main
+
+    path = tmp_path / "bavard.toml"
+    path.write_text("""
+[[channels]]
+name = "obd"
+obd = true
+interface = "socketcan"
+channel = "can0"
+
+[[channels]]
+name = "veh"
+simulate = true
+
+[selection]
+include = ["OBD.*", "EngineData.*", "OBD.ENGINE_RPMM"]
+
+[[signals]]
+match = "OBD.ENGINE_RPM"
+on_change = true
+""")
+    assert main(["config", "check", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "selection.include[2]: 'OBD.ENGINE_RPMM' matches no signal" in err
+    assert "include[0]" not in err and "signals[0]" not in err

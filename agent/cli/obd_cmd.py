@@ -25,8 +25,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from agent.errors import BavardError, ObdError
-
 HELP = "read OBD-II PIDs, trouble codes, VIN and readiness (ELM327 or native CAN)"
 EPILOG = """\
 exit status: 0 done; 1 the adapter or the vehicle did not answer (the message says which);
@@ -90,15 +88,8 @@ def run(args: argparse.Namespace) -> int:
     actions: dict[str, Callable[[Any, argparse.Namespace], int]] = {
         "scan": _scan, "read": _read, "dtc": _dtc, "vin": _vin, "readiness": _readiness,
     }
-    try:
-        with _client(args) as client:
-            return actions[args.action](client, args)
-    except ObdError as exc:
-        raise BavardError(f"{_where(args)}: {exc}") from None
-
-
-def _where(args: argparse.Namespace) -> str:
-    return args.port if args.port else f"{args.interface} {args.can}"
+    with _client(args) as client:  # an ObdError names the port or the interface itself
+        return actions[args.action](client, args)
 
 
 @contextmanager

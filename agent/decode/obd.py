@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
 from agent.batch.model import SignalKey, SignalMeta
 from agent.decode.decoder import DecodeStats
@@ -99,6 +101,14 @@ class ObdDecoder:
             log.warning("%s: ECU %X sent a reply that makes no sense (%s): %s", self.channel,
                         frame.arbitration_id, frame.data.hex(" "), why)
         bad[frame.arbitration_id] += 1
+
+
+def catalogue() -> Any:
+    """The OBD signals in the shape of a cantools database (``messages``, each with its
+    ``name`` and ``signals``), for what looks at the signals a configuration can name:
+    the engine's message ``OBD`` and each PID field."""
+    fields = [SimpleNamespace(name=f.name) for p in pid_table.PIDS.values() for f in p.fields]
+    return SimpleNamespace(messages=[SimpleNamespace(name=MESSAGE, signals=fields)])
 
 
 def obd_metadata(channel: str, ecus: tuple[int, ...] = (0x7E8,)) -> dict[SignalKey, SignalMeta]:

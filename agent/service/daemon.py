@@ -35,7 +35,8 @@ store whose writer cannot start is a failed start, exit 1 before READY=1);
 WATCHDOG=1 only while the pipeline, the store's writer and the uploader show
 progress (each beats, busy or idle: a thread stuck in a call, or a store writer
 stopped by a bug, stops the pings and systemd restarts the service); a STATUS=
-line with frames/s, buffer depth and the age of the last upload.
+line with frames/s, buffer depth, the age of the last upload and each OBD
+channel's PID values per second.
 
 Events of its own life go into the buffer like any other (uploaded first):
 ``service.start``, ``service.stop``, ``service.reload`` and
@@ -82,6 +83,7 @@ from agent.pipeline import Pipeline
 from agent.service.notify import Notifier
 from agent.service.watchdog import Watchdog
 from agent.sources.can_bus import CanBusSource
+from agent.sources.obd import ObdSource
 from agent.store.buffer import Store
 from agent.store.writer import CommitInfo
 from agent.validation import UsableConfig, load_usable_config
@@ -534,6 +536,11 @@ class Daemon:
 
     def status_line(self) -> str:
         parts = [f"{self._frames_per_s:,.0f} frames/s", f"buffer {self._depth:,} items"]
+        pipeline = self.pipeline
+        for ch in pipeline.channels if pipeline is not None else ():
+            if isinstance(ch.source, ObdSource):  # what the adapter's budget achieves
+                rate = sum(ch.source.obd.rates.values())
+                parts.append(f"OBD {ch.config.name} {rate:,.1f} PIDs/s")
         uploader = self.uploader
         if uploader is None:
             parts.append("upload off")
