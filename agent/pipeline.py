@@ -76,16 +76,19 @@ def open_source(
     wait: Callable[[float], object] | None = None,
     can_filters: list[dict[str, Any]] | None = None,
     start_time: float | None = None,
+    state_dir: Path | None = None,
 ) -> Source:
     """Open the source a channel is configured for.
 
     ``can_filters``: python-can receive filters for a live bus (None: every frame).
     ``start_time`` stamps a simulated vehicle's first frame (default: a fixed date,
-    so that its output is reproducible).
+    so that its output is reproducible). ``state_dir``: where an OBD channel keeps the
+    trouble codes it saw (the service's; None: nowhere).
     """
     cls: Any = source_class(cfg.kind)
     if cfg.obd is not None:
-        return cls(cfg.name, cfg.obd, channel=cfg.name, clock=clock)
+        memory = None if state_dir is None else Path(state_dir) / f"obd-{cfg.name}.dtcs.json"
+        return cls(cfg.name, cfg.obd, channel=cfg.name, clock=clock, memory=memory)
     if cfg.kind == "replay":
         return cls(cfg.name, cfg.log, speed=cfg.speed, channel=cfg.name, clock=clock, wait=wait)
     if cfg.kind == "simulator":
@@ -133,6 +136,7 @@ class Pipeline:
         wait: Callable[[float], object] | None = None,
         start_time: float | None = None,
         databases: Mapping[Path, Any] | None = None,
+        state_dir: Path | None = None,
     ) -> Pipeline:
         """Load the DBCs, compile the decoders, then open the sources of ``config``
         (last: a live bus queues what it receives from its opening on).
@@ -170,7 +174,7 @@ class Pipeline:
         channels: list[ChannelRuntime] = []
         try:
             for cfg, decoder, dbs, filters in decoding:
-                source = open_source(cfg, clock, wait, filters, start_time)
+                source = open_source(cfg, clock, wait, filters, start_time, state_dir)
                 channels.append(ChannelRuntime(cfg, source, decoder, dbs))
         except BaseException:
             for ch in channels:

@@ -3,6 +3,7 @@ faults that must never end it (unplugged, garbage, ignition off)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -311,3 +312,33 @@ def test_a_silent_vehicle_clears_no_code(peer: ElmPeer, car: Car) -> None:
         reader.wait_for(lambda: len(reader.values) > before + 3)
         reader.wait_for(lambda: reader.source.obd.dtc_reads >= reads + 4)
     assert [e.kind for e in reader.events] == ["dtc.set", "obd.mil"]  # nothing cleared
+
+
+def test_a_restart_announces_only_what_changed(peer: ElmPeer, car: Car, tmp_path: Path) -> None:
+    memory = tmp_path / "obd-obd.dtcs.json"
+    car.stored, car.mil = ["P0143"], True
+
+    def run_until(what: Callable[[Reader], object]) -> list[str]:
+        source = ObdSource("obd", ObdSettings(port=str(peer.link), pids=((0x0C, 0.0),),
+                                              dtc_interval=0.2),
+                           opener=opener(peer), backoff=(0.05, 0.2), memory=memory)
+        with Reader(source) as reader:
+            reader.wait_for(lambda: what(reader))
+        return [f"{e.kind} {e.detail.split(' (')[0]}" for e in reader.events]
+
+    assert run_until(lambda r: len(r.events) >= 2) == ["dtc.set P0143 stored",
+                                                        "obd.mil MIL on"]
+    assert json.loads(memory.read_text()) == {"codes": [["stored", 0x7E8, "P0143"]],
+                                              "mil": [[0x7E8, True]]}
+    # the service restarts, the code and the MIL are still there: nothing to say
+    assert run_until(lambda r: r.source.obd.dtc_reads >= 3) == []
+    car.stored = ["P0143", "P0300"]
+    assert run_until(lambda r: r.events) == ["dtc.set P0300 stored"]
+    car.stored, car.mil = [], False  # cleared while the service was stopped
+    assert run_until(lambda r: len(r.events) >= 3) == [
+        "dtc.cleared P0143 stored", "dtc.cleared P0300 stored", "obd.mil MIL off"]
+    memory.write_text("{not json")
+    assert run_until(lambda r: r.source.obd.dtc_reads >= 2) == []  # nothing present
+    car.stored = ["P0143"]
+    memory.write_text("[1, 2")
+    assert run_until(lambda r: r.events) == ["dtc.set P0143 stored"]  # announced again

@@ -285,7 +285,8 @@ class Daemon:
         compiled, the sources opened, the uploader's identity and transport made.
         BavardError when it cannot start."""
         pipeline = Pipeline.from_config(config, clock=self.monotonic, start_time=self.clock(),
-                                        databases=databases)
+                                        databases=databases,
+                                        state_dir=Path(config.store.state_dir))
         try:
             upload = self._prepare_upload(config, pipeline) if config.upload else None
         except BaseException:

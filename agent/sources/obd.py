@@ -16,7 +16,10 @@ On each connection:
    (01 01: MIL, monitors) are read now and every ``dtc_interval`` seconds. A
    code that appears or clears is an event (``dtc.set``, ``dtc.cleared``,
    priority 3, uploaded first), so is the MIL going on or off (``obd.mil``);
-   a new stored code also brings its freeze frame (``dtc.freeze_frame``);
+   a new stored code also brings its freeze frame (``dtc.freeze_frame``). An
+   ECU that does not answer clears nothing. The codes present are kept in
+   ``memory`` (a file in the state directory): a restart announces only
+   what changed meanwhile;
 5. then the PIDs are polled (agent.obd.scheduler), several per request on CAN.
    A multi-PID request that gets no answer at all is asked again PID by PID;
    if those answer, this ECU takes one PID per request from then on.
@@ -33,12 +36,15 @@ Time: ``clock`` (monotonic) schedules, ``wall`` stamps frames and events.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from agent.atomic_file import write_atomically
 from agent.errors import ObdAdapterError, ObdError, ObdVehicleError
 from agent.frames import Event, Frame
 from agent.obd import dtc as dtcs
@@ -90,7 +96,8 @@ class ObdSource(Source):
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
                  opener: Opener | None = None,
-                 backoff: tuple[float, float] = (BACKOFF_FIRST, BACKOFF_MAX)) -> None:
+                 backoff: tuple[float, float] = (BACKOFF_FIRST, BACKOFF_MAX),
+                 memory: Path | None = None) -> None:
         super().__init__(name)
         self.settings = settings
         self.channel = channel or name
@@ -101,8 +108,9 @@ class ObdSource(Source):
         self._opener = opener
         self._transport: Transport | None = None
         self._lock = threading.Lock()  # the transport, between the reading thread and close()
-        self._known_dtcs: set[tuple[str, int, str]] | None = None  # (kind, ecu, code)
-        self._mil: dict[int, bool] = {}
+        # (kind, ecu, code) known to be present, kept in ``memory`` across restarts
+        self._memory = memory
+        self._known_dtcs, self._mil = _recall(memory)
         self._gap_started: float | None = None
         self.scheduler: PollScheduler | None = None
 
@@ -292,7 +300,7 @@ class ObdSource(Source):
             for ecu, codes in client.dtcs(mode).items():
                 answered.add((kind, ecu))
                 found.update((kind, ecu, code) for code in codes)
-        known = self._known_dtcs if self._known_dtcs is not None else set()
+        known = self._known_dtcs
         # an ECU that did not answer (the ignition going off) cleared nothing
         found |= {item for item in known if item[:2] not in answered}
         for kind, ecu, code in sorted(found - known, key=_order):
@@ -304,10 +312,13 @@ class ObdSource(Source):
             self._event(stamp, "dtc.cleared",
                         f"{code} {kind} (ECU {ecu_name(ecu)}){_about(code)}", DTC_PRIORITY)
         self._known_dtcs = found
+        mil = dict(self._mil)
         for reply in client.everyone(b"\x01\x01"):  # after the codes
             if not refused(reply):
                 yield _frame(stamp, self.channel, reply)
                 self._mil_event(stamp, reply)
+        if found != known or mil != self._mil:
+            _remember(self._memory, (found, self._mil))
 
     def _mil_event(self, stamp: float, reply: Reply) -> None:
         try:
@@ -352,6 +363,37 @@ class ObdSource(Source):
         with self._lock:
             self._closed = True
         self._close_transport()
+
+
+Known = tuple[set[tuple[str, int, str]], dict[int, bool]]  # codes (kind, ECU, code); MIL
+
+
+def _recall(memory: Path | None) -> Known:
+    """The codes and MIL states when the service last looked (nothing when never, or
+    unreadable: then what is present is announced again, better than missed)."""
+    if memory is None:
+        return set(), {}
+    try:
+        saved = json.loads(memory.read_text(encoding="utf-8"))
+        codes = {(str(kind), int(ecu), str(code)) for kind, ecu, code in saved["codes"]}
+        return codes, {int(ecu): bool(on) for ecu, on in saved["mil"]}
+    except FileNotFoundError:
+        return set(), {}
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.warning("%s: unreadable, the present trouble codes are announced again: %s",
+                    memory, exc)
+        return set(), {}
+
+
+def _remember(memory: Path | None, known: Known) -> None:
+    if memory is None:
+        return
+    codes, mil = known
+    text = json.dumps({"codes": sorted(codes, key=_order), "mil": sorted(mil.items())})
+    try:
+        write_atomically(memory, [text.encode("utf-8")])
+    except OSError as exc:
+        log.error("cannot keep the trouble codes in %s: %s", memory, exc)
 
 
 def _engine_pids(supported: dict[int, set[int]]) -> set[int]:
