@@ -10,7 +10,7 @@ On each connection:
 1. the adapter is opened (agent.obd.adapters: an ELM327 or a CAN interface);
 2. the ECUs say which PIDs they support (01 00, 01 20, ...): a configured PID
    the engine ECU does not support is left out, with a warning;
-3. the VIN (09 02) is read once, whole; the service derives the vehicle's
+3. the VIN (09 02) is read, whole; the service derives the vehicle's
    pseudonym from it (it never leaves the box);
 4. the trouble codes (03 stored, 07 pending, 0A permanent) and the readiness
    (01 01: MIL, monitors) are read now and every ``dtc_interval`` seconds. A
@@ -211,8 +211,9 @@ class ObdSource(Source):
         log.info("%s: %s, %s; ECUs %s; polling %d PIDs", self.name, transport.description,
                  transport.protocol, ", ".join(ecu_name(e) for e in sorted(supported)),
                  len(periods))
-        if self.vin is None:
-            self.vin = client.vin()
+        vin = client.vin()  # at each connection: the adapter may be in another car now
+        if vin is not None:
+            self.vin = vin
         scheduler = PollScheduler(periods, per_request=6 if transport.is_can else 1,
                                   clock=self.clock, name=self.name)
         self.scheduler = scheduler
