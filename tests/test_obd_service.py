@@ -124,3 +124,63 @@ def test_run_with_an_elm327_channel(tmp_path: Path, elm_emulator: ElmEmulator,  
     text = log.read_text()
     assert "Traceback" not in text
     assert "adapter fault" in text and "the vehicle answers again" in text
+
+
+def test_uploads_wait_for_the_vin_at_most_a_minute(tmp_path: Path,
+                                                   receiver: tuple[str, Path]) -> None:
+    """An OBD adapter that never answers: the batches wait VIN_WAIT for its VIN, then go
+    out under the pseudonym of an unknown VIN (the daemon in this process, its monotonic
+    clock moved instead of waiting a minute)."""
+    import threading
+
+    from helpers.clock import Monotonic
+
+    from agent.service.daemon import VIN_WAIT, Daemon
+    from agent.service.identity import UNKNOWN_VIN
+
+    url, db = receiver
+    state = tmp_path / "state"
+    config = tmp_path / "bavard.toml"
+    config.write_text(f"""
+[[channels]]
+name = "vehicle"
+simulate = true
+speed = 5
+
+[[channels]]
+name = "obd"
+obd = true
+port = "{tmp_path / 'no-adapter'}"
+
+[store]
+state_dir = "{state}"
+commit_interval = 0.2
+
+[upload]
+url = "{url}"
+batch_seconds = 5.0
+linger = 0.2
+require_link = false
+""")
+    clock = Monotonic()
+    daemon = Daemon(config, monotonic=clock)
+    runner = threading.Thread(target=daemon.run, daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while daemon.store is None or daemon.pipeline is None or not daemon.pipeline.frames_in:
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.05)
+        time.sleep(3.0)  # samples are buffered meanwhile; nothing goes out
+        assert daemon.uploader is None and query(db, "select * from batch") == []
+        clock.advance(VIN_WAIT + 1)
+        while not query(db, "select vehicle from batch"):
+            assert time.monotonic() < deadline + 20, "no upload after the wait"
+            time.sleep(0.1)
+    finally:
+        daemon.request_stop()
+        runner.join(timeout=10)
+    secret = (state / "vehicle-id.secret").read_bytes()
+    assert {r[0] for r in query(db, "select vehicle from batch")} == {
+        pseudonymous_vehicle_id(UNKNOWN_VIN, secret)}
+    assert not (state / "vehicle.vin").exists()
