@@ -527,9 +527,13 @@ class _Reader:
         log = self.file(log_value, _join(key, "log"), "log file") if "log" in t else None
         simulate = self.get(t, key, "simulate", (bool,), False, "true or false")
         obd = self.get(t, key, "obd", (bool,), False, "true or false")
+        channel = self.get(t, key, "channel", (str, int), None, "a string")
+        if isinstance(channel, int) and channel not in CHANNEL_NUMBER:
+            self.problem(_join(key, "channel"), CHANNEL_NUMBER.problem(channel) or "")
+            channel = None
         kinds = [k for k in ("interface", "log", "simulate") if k in t and t[k] is not False]
         if obd is True:
-            obd_settings = self.obd(t, key, interface)
+            obd_settings = self.obd(t, key, interface, channel)
         else:
             obd_settings = None
             for extra in sorted(OBD_KEYS - {"obd"}):
@@ -564,10 +568,6 @@ class _Reader:
             elif simulate is True and "dbc" not in t:
                 self.dbc_files.append((_join(key, "dbc"), None))  # the demo vehicle's
 
-        channel = self.get(t, key, "channel", (str, int), None, "a string")
-        if isinstance(channel, int) and channel not in CHANNEL_NUMBER:
-            self.problem(_join(key, "channel"), CHANNEL_NUMBER.problem(channel) or "")
-            channel = None
         seed = self.integer(t, key, "seed", 1, SEED)
         speed = self.number(t, key, "speed", 1.0, SPEED)
         return ChannelConfig(
@@ -586,9 +586,10 @@ class _Reader:
             obd=obd_settings,
         )
 
-    def obd(self, t: dict[str, Any], key: str, interface: str | None) -> ObdSettings:
+    def obd(self, t: dict[str, Any], key: str, interface: str | None,
+            channel: str | int | None) -> ObdSettings:
         """The OBD keys of a channel with ``obd = true``: an ELM327 on ``port``, or native
-        OBD on ``interface`` and ``channel``."""
+        OBD on ``interface`` and ``channel`` (both read already)."""
         port = self.get(t, key, "port", (str,), None, "a serial device or a pyserial URL")
         others = [k for k in ("log", "simulate") if k in t and t[k] is not False]
         for other in others:
@@ -602,9 +603,8 @@ class _Reader:
                                                  "CAN), not both")
         elif port == "":
             self.problem(_join(key, "port"), "must not be empty")
-        for native_only in ("extended",):
-            if native_only in t and port is not None:
-                self.problem(_join(key, native_only), "only valid with interface (native OBD)")
+        if "extended" in t and port is not None:
+            self.problem(_join(key, "extended"), "only valid with interface (native OBD)")
         for elm_only in ("baudrate", "protocol"):
             if elm_only in t and port is None:
                 self.problem(_join(key, elm_only), "only valid with port (an ELM327)")
@@ -616,7 +616,6 @@ class _Reader:
             protocol = "auto"
         pids = parse_pids(t["pids"], _join(key, "pids"), self.problem) if "pids" in t else None
         interval = self.number(t, key, "dtc_interval", 300.0, DTC_INTERVAL)
-        channel = self.get(t, key, "channel", (str, int), None, "a string")
         settings = ObdSettings(
             port=port,
             baudrate=self.integer(t, key, "baudrate", None, BAUDRATE),

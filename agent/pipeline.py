@@ -10,9 +10,9 @@ so a chunk that finds the queue full is dropped and counted in
 ``ChannelRuntime.dropped``.
 
 Events: a source may notice events (an OBD trouble code that appeared); it hands
-them to the same queue, where they wait for room like a log's frames (never
-dropped), and the consumer passes them to the event sink ahead of nothing:
-in the order they came, among the frames.
+them to the same queue, after the frames read before them, where they wait for
+room like a log's frames (never dropped while the pipeline runs), and the
+consumer passes them to the event sink in that order.
 
 Stopping: the stop event ends the readers; what they read, and what a live
 bus had received but they had not read yet (``Source.drain``), is handed on
@@ -269,9 +269,12 @@ class Pipeline:
                 chunk = []
                 started = clock()
 
-        def event(item: Event) -> None:  # waits for room: an event is never dropped
+        def event(item: Event) -> None:  # waits for room, after the frames before it
             flush()
-            self._put(item, stop)
+            if not self._put([item], stop):
+                self.events_dropped += 1
+                log.warning("event lost at the stop, the queue being full: %s %s",
+                            item.kind, item.detail)
 
         source.on_idle = flush
         source.on_event = event
@@ -296,30 +299,18 @@ class Pipeline:
             if chunk:
                 self._hand_on(index, ch, chunk, live, stop)
             ch.ended = True
-            self._put_end(stop)
+            self._put(None, stop)
 
-    def _put_end(self, stop: threading.Event) -> None:
+    def _put(self, item: _Item, stop: threading.Event) -> bool:
+        """``item`` into the queue, waiting for room; given up (False) only when stopped
+        and the queue stays full (the consumer is gone)."""
         while True:
             try:
-                self._queue.put(None, timeout=0.5)
-                return
+                self._queue.put(item, timeout=0.5)
+                return True
             except queue.Full:
                 if stop.is_set():
-                    return
-
-    def _put(self, event: Event, stop: threading.Event) -> None:
-        """An event into the queue, waiting for room; given up only when stopped and
-        the queue stays full (the consumer is gone)."""
-        while True:
-            try:
-                self._queue.put([event], timeout=0.5)
-                return
-            except queue.Full:
-                if stop.is_set():
-                    self.events_dropped += 1
-                    log.warning("event lost at the stop, the queue being full: %s %s",
-                                event.kind, event.detail)
-                    return
+                    return False
 
     def _hand_on(self, index: int, ch: ChannelRuntime, chunk: list[Frame], live: bool,
                  stop: threading.Event) -> None:

@@ -11,8 +11,8 @@ from helpers.elm_peer import ElmPeer, Frame, can_frames, legacy_frame
 
 from agent.errors import ObdAdapterError, ObdVehicleError
 from agent.obd import elm327_lines as lines_
-from agent.obd.elm327 import Elm327, physical_request_id
-from agent.obd.transport import Reply
+from agent.obd.elm327 import Elm327
+from agent.obd.transport import Reply, physical_request_id
 
 VIN = b"1FTFW1ET5DFC10312"
 VIN_REPLY = b"\x49\x02\x01" + VIN
@@ -136,6 +136,7 @@ def test_small_helpers() -> None:
     assert lines_.split_lines("ATI\r\nELM327 v1.5\r\r>") == ["ATI", "ELM327 v1.5"]
     assert physical_request_id(0x7E9) == 0x7E1
     assert physical_request_id(0x18DAF110) == 0x18DA10F1
+    assert physical_request_id(0x10) is None  # a J1850 / ISO 9141 source address
 
 
 # -- a scripted adapter on a pty -------------------------------------------------------------

@@ -102,6 +102,10 @@ def test_bad_input_says_where(peer: ElmPeer, tmp_path: Path,
                               capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = obd(capsys, "read", "ENGIN_RPM", "--port", peer.path)
     assert code == 2 and "unknown PID 'ENGIN_RPM'; did you mean ENGINE_RPM" in err
+    code, _, err = obd(capsys, "read", "0x20", "--port", peer.path)
+    assert code == 2 and "PID 20 (PIDS_SUPPORTED_21_40) says which PIDs exist" in err
+    code, _, err = obd(capsys, "vin", "--timeout", "0", "--port", peer.path)
+    assert code == 2 and "bavard obd vin: --timeout must be above 0" in err
     code, _, err = obd(capsys, "vin", "--port", str(tmp_path / "ttyUSB9"))
     assert code == 1 and f"bavard obd: {tmp_path / 'ttyUSB9'}:" in err
     peer.obd_override = ["UNABLE TO CONNECT"]

@@ -125,3 +125,9 @@ on_change = true
     err = capsys.readouterr().err
     assert "selection.include[2]: 'OBD.ENGINE_RPMM' matches no signal" in err
     assert "include[0]" not in err and "signals[0]" not in err
+
+
+def test_a_bad_channel_is_said_once(tmp_path: Path) -> None:
+    found = problems('[[channels]]\nname = "a"\nobd = true\ninterface = "socketcan"\n'
+                     'channel = [1]\n', tmp_path)
+    assert found == ["channels[0].channel: expected a string, got an array"]

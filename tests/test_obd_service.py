@@ -22,7 +22,7 @@ from agent.receiver.http_server import serve
 ROOT = Path(__file__).resolve().parents[1]
 VIN = "0FTFW1ETXDFC10311"  # begins with 0, ends with 1: python-obd would strip both
 
-CONFIG = """
+ELM_CHANNEL = """
 [[channels]]
 name = "elm"
 obd = true
@@ -30,7 +30,9 @@ port = "{port}"
 protocol = "6"
 pids = {{ENGINE_RPM = 0.2, VEHICLE_SPEED = 0.2, FUEL_LEVEL = 1.0}}
 dtc_interval = 1
-
+"""
+# the buffer and the upload to the receiver, after the channels
+STORE_UPLOAD = """
 [store]
 state_dir = "{state}"
 commit_interval = 0.2
@@ -80,7 +82,8 @@ def test_run_with_an_elm327_channel(tmp_path: Path, elm_emulator: ElmEmulator,  
     elm_emulator.set_dtcs(stored=["0143"], count_byte=True)
     state = tmp_path / "state"
     config = tmp_path / "bavard.toml"
-    config.write_text(CONFIG.format(port=elm_emulator.link, state=state, url=url))
+    config.write_text(ELM_CHANNEL.format(port=elm_emulator.link)
+                      + STORE_UPLOAD.format(state=state, url=url))
     log = tmp_path / "log"
     proc = subprocess.Popen([sys.executable, "-m", "agent", "-v", "run", "--config",
                              str(config)], stdout=subprocess.DEVNULL, stderr=log.open("wb"),
@@ -151,17 +154,7 @@ speed = 5
 name = "obd"
 obd = true
 port = "{tmp_path / 'no-adapter'}"
-
-[store]
-state_dir = "{state}"
-commit_interval = 0.2
-
-[upload]
-url = "{url}"
-batch_seconds = 5.0
-linger = 0.2
-require_link = false
-""")
+""" + STORE_UPLOAD.format(state=state, url=url))
     clock = Monotonic()
     daemon = Daemon(config, monotonic=clock)
     runner = threading.Thread(target=daemon.run, daemon=True)

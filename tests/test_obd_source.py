@@ -148,7 +148,7 @@ def test_pids_several_per_request_decoded_and_the_vin_whole(peer: ElmPeer) -> No
     frame = reader.frames[-1]
     assert (frame.channel, frame.arbitration_id, frame.is_extended) == ("obd", 0x7E8, False)
     assert reader.source.stats.gaps == 0 and reader.source.obd.connects == 1
-    rates = reader.source.obd.rates
+    rates = reader.source.rates()
     assert rates["ENGINE_RPM"] > 0 and set(rates) == set(EXPECTED)
 
 

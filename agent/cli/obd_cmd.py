@@ -72,12 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from agent.obd import pids as pid_table
 
+    if args.timeout is not None and not args.timeout > 0:
+        print(f"bavard obd {args.action}: --timeout must be above 0", file=sys.stderr)
+        return 2
     if args.action == "read":
         try:
-            args.numbers = list(dict.fromkeys(pid_table.lookup(p).number for p in args.pids))
+            pids = [pid_table.lookup(p) for p in args.pids]
         except KeyError as exc:
             print(f"bavard obd read: {exc.args[0]}", file=sys.stderr)
             return 2
+        bitmap = next((p for p in pids if not p.fields), None)
+        if bitmap is not None:
+            print(f"bavard obd read: PID {bitmap.number:02X} ({bitmap.name}) says which PIDs "
+                  "exist: bavard obd scan shows them", file=sys.stderr)
+            return 2
+        args.numbers = list(dict.fromkeys(p.number for p in pids))
         if args.watch and args.interval < 0:
             print("bavard obd read: --interval must be >= 0", file=sys.stderr)
             return 2

@@ -24,11 +24,12 @@ from agent.batch.model import SignalKey, SignalMeta
 from agent.decode.decoder import DecodeStats
 from agent.frames import Decoded, Frame, SignalInfo
 from agent.obd import pids as pid_table
+from agent.obd.transport import ENGINE_REPLIES
 
 log = logging.getLogger(__name__)
 
-ENGINE_REPLIES = frozenset({0x7E8, 0x18DAF110, 0x10})  # 11-bit, 29-bit, legacy source
 MESSAGE = "OBD"
+CAN_REPLIES = tuple(range(0x7E8, 0x7F0))  # the 11-bit reply ids of the eight ECUs
 
 
 def message_name(ecu: int) -> str:
@@ -111,7 +112,8 @@ def catalogue() -> Any:
     return SimpleNamespace(messages=[SimpleNamespace(name=MESSAGE, signals=fields)])
 
 
-def obd_metadata(channel: str, ecus: tuple[int, ...] = (0x7E8,)) -> dict[SignalKey, SignalMeta]:
+def obd_metadata(channel: str, ecus: tuple[int, ...] = CAN_REPLIES
+                 ) -> dict[SignalKey, SignalMeta]:
     """What the batches say about the OBD signals of ``channel``: unit and range."""
     out: dict[SignalKey, SignalMeta] = {}
     for ecu in ecus:

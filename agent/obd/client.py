@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 # the trouble-code services: mode -> the name of what they hold
 DTC_MODES = {0x03: "stored", 0x07: "pending", 0x0A: "permanent"}
-MODE_OF = {name: mode for mode, name in DTC_MODES.items()}
 BITMAPS = tuple(range(0x00, 0x100, 0x20))  # PIDs 00, 20, ... E0: which of the next 32 exist
 
 
@@ -101,21 +100,16 @@ class ObdClient:
         replies: list[Reply] = []
         for i in range(0, len(numbers), per_request):
             chunk = numbers[i:i + per_request]
-            got = self.read(chunk, ecu)
-            if not got and len(chunk) > 1:
-                for number in chunk:
-                    got.extend(self.read([number], ecu))
-            replies.extend(got)
+            replies.extend(self.read(chunk, ecu) or self.read_each(chunk, ecu))
         return replies
 
-    def values(self, numbers: list[int], ecu: int | None = ENGINE_REQUEST
-               ) -> dict[int, dict[str, int | float]]:
-        """The decoded values of ``numbers``, by ECU, then by field name."""
-        out: dict[int, dict[str, int | float]] = {}
-        for reply in self.read(numbers, ecu):
-            if not refused(reply):
-                out.setdefault(reply.ecu, {}).update(decode_mode01(reply))
-        return out
+    def read_each(self, numbers: list[int], ecu: int | None = ENGINE_REQUEST
+                  ) -> list[Reply]:
+        """One request per PID (after a request of several that nobody answered);
+        nothing more to ask when there is only one."""
+        if len(numbers) < 2:
+            return []
+        return [reply for number in numbers for reply in self.read([number], ecu)]
 
     def readiness(self, ecu: int | None = None) -> dict[int, Readiness]:
         """PID 01 of each ECU: the MIL, the DTC count, the monitors."""

@@ -62,15 +62,6 @@ class Capabilities:
     can_priority: bool = True  # ATCP: the 29-bit id's top bits
 
 
-def physical_request_id(reply_id: int) -> int:
-    """The id to address an ECU by, from its reply id: 0x7E8 -> 0x7E0,
-    0x18DAF110 -> 0x18DA10F1."""
-    if reply_id <= 0x7FF:
-        return reply_id - 8
-    target = reply_id & 0xFF
-    return (reply_id & 0x1FFF0000) | (target << 8) | 0xF1
-
-
 class Elm327:
     """An ELM327 adapter; implements ``agent.obd.transport.Transport``.
 

@@ -18,8 +18,19 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-FUNCTIONAL = None  # ``ecu=None``: ask every ECU (functional addressing, 0x7DF / 0x18DB33F1)
 ENGINE_REQUEST = 0x7E0  # the engine ECU's physical request id (its replies: 0x7E8)
+# the engine ECU's reply id: 11-bit CAN, 29-bit CAN, the older protocols' source address
+ENGINE_REPLIES = (0x7E8, 0x18DAF110, 0x10)
+
+
+def physical_request_id(reply_id: int) -> int | None:
+    """The id to ask one ECU by, from its reply id on CAN: 0x7E8 -> 0x7E0,
+    0x18DAF110 -> 0x18DA10F1; None for the older protocols' source addresses."""
+    if 0x7E8 <= reply_id <= 0x7EF:
+        return reply_id - 8
+    if reply_id & 0x1FFFFF00 == 0x18DAF100:
+        return 0x18DA00F1 | (reply_id & 0xFF) << 8
+    return None
 
 
 class Reply(NamedTuple):

@@ -540,7 +540,7 @@ class Daemon:
         pipeline = self.pipeline
         for ch in pipeline.channels if pipeline is not None else ():
             if isinstance(ch.source, ObdSource):  # what the adapter's budget achieves
-                rate = sum(ch.source.obd.rates.values())
+                rate = sum(ch.source.rates().values())
                 parts.append(f"OBD {ch.config.name} {rate:,.1f} PIDs/s")
         uploader = self.uploader
         if uploader is None:

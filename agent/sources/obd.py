@@ -36,6 +36,7 @@ Time: ``clock`` (monotonic) schedules, ``wall`` stamps frames and events.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -53,7 +54,13 @@ from agent.obd.client import DTC_MODES, ObdClient, ecu_name, refused
 from agent.obd.readiness import decode_readiness
 from agent.obd.scheduler import PollScheduler
 from agent.obd.settings import ObdSettings
-from agent.obd.transport import ENGINE_REQUEST, Reply, Transport
+from agent.obd.transport import (
+    ENGINE_REPLIES,
+    ENGINE_REQUEST,
+    Reply,
+    Transport,
+    physical_request_id,
+)
 from agent.sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -76,15 +83,9 @@ class ObdStats:
     connects: int = 0  # adapter opened and vehicle answering
     adapter_errors: int = 0  # adapter faults (reopened)
     vehicle_errors: int = 0  # vehicle not answering (waited for)
-    requests: int = 0
-    no_reply: int = 0  # requests no ECU answered
-    bad_replies: int = 0
-    refused: int = 0  # negative responses (7F): the ECU will not answer that
     dtc_reads: int = 0
     voltage: float | None = None  # the last battery voltage the adapter measured
-    protocol: str = ""
     unsupported: list[str] = field(default_factory=list)  # configured PIDs left out
-    rates: dict[str, float] = field(default_factory=dict)  # PID name -> answers/s
 
 
 class ObdSource(Source):
@@ -117,6 +118,13 @@ class ObdSource(Source):
     @property
     def where(self) -> str:
         return self.settings.where
+
+    def rates(self) -> dict[str, float]:
+        """PID name -> answers per second this connection achieved (the adapter's budget)."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return {}
+        return {pid_table.PIDS[n].name: r for n, r in scheduler.rates().items()}
 
     # -- the reading thread --------------------------------------------------------------
 
@@ -190,14 +198,14 @@ class ObdSource(Source):
 
     def _session(self, transport: Transport, stop: threading.Event) -> Iterator[Frame]:
         client = ObdClient(transport)
-        self.obd.protocol = transport.protocol
         self.obd.voltage = transport.battery_voltage()
         supported = client.supported(None)
         if not supported:
             raise ObdVehicleError(f"{self.where}: no ECU answered 01 00{self._voltage_note()}")
         self.obd.connects += 1
         self._answering()
-        engine = _engine_pids(supported)
+        engine = next((supported[e] for e in ENGINE_REPLIES if e in supported),
+                      set().union(*supported.values()))
         periods = {}
         self.obd.unsupported = []
         for number, period in self.settings.pids:
@@ -243,35 +251,22 @@ class ObdSource(Source):
             answered: set[int] = set()
             stamp = self.wall()
             for reply in replies:
-                if refused(reply):
-                    self.obd.refused += 1
+                if refused(reply):  # 7F 01 12: "not supported", an answer all the same
                     continue
-                try:
+                with contextlib.suppress(ValueError):  # the decoder counts and logs it
                     answered.update(n for n, _ in pid_table.split_mode01(reply.data))
-                except ValueError:
-                    self.obd.bad_replies += 1  # the decoder counts and logs it
                 yield _frame(stamp, self.channel, reply)
             if replies or now - last_answer < SILENT_SECONDS:  # the ECU is alive
                 scheduler.asked(numbers, answered)
-            self.obd.rates = {pid_table.PIDS[n].name: r for n, r in scheduler.rates().items()}
 
     def _ask(self, client: ObdClient, scheduler: PollScheduler, numbers: list[int]
              ) -> list[Reply]:
         """One mode 01 request; a multi-PID one nobody answered is asked PID by PID, and
         when those answer, one PID per request it is from then on."""
-        self.obd.requests += 1
         replies = client.read(numbers, ENGINE_REQUEST)
-        if replies or len(numbers) == 1:
-            if not replies:
-                self.obd.no_reply += 1
+        if replies:
             return replies
-        singles = []
-        for number in numbers:
-            self.obd.requests += 1
-            got = client.read([number], ENGINE_REQUEST)
-            if not got:
-                self.obd.no_reply += 1
-            singles.extend(got)
+        singles = client.read_each(numbers, ENGINE_REQUEST)
         if singles:
             log.info("%s: the engine ECU refuses several PIDs in one request: one at a time",
                      self.name)
@@ -327,8 +322,7 @@ class ObdSource(Source):
             for number, data in pid_table.split_mode01(reply.data):
                 if number == 0x01:
                     state = decode_readiness(data)
-        except ValueError:
-            self.obd.bad_replies += 1
+        except ValueError:  # the decoder counts and logs it
             return
         if state is None:
             return
@@ -346,7 +340,7 @@ class ObdSource(Source):
     def _freeze_frame(self, client: ObdClient, stamp: float, ecu: int, code: str) -> None:
         numbers = [n for n, _ in self.settings.pids]
         try:
-            frame = client.freeze_frame(numbers, ecu - 8 if 0x7E8 <= ecu <= 0x7EF else None)
+            frame = client.freeze_frame(numbers, physical_request_id(ecu))
         except ObdVehicleError:
             return
         if frame is None or (frame.dtc is not None and frame.dtc != code):
@@ -395,14 +389,6 @@ def _remember(memory: Path | None, known: Known) -> None:
         write_atomically(memory, [text.encode("utf-8")])
     except OSError as exc:
         log.error("cannot keep the trouble codes in %s: %s", memory, exc)
-
-
-def _engine_pids(supported: dict[int, set[int]]) -> set[int]:
-    """The PIDs of the engine ECU (its reply id), or of every ECU when it is not known."""
-    for ecu in (0x7E8, 0x18DAF110, 0x10):
-        if ecu in supported:
-            return supported[ecu]
-    return set().union(*supported.values()) if supported else set()
 
 
 def _frame(stamp: float, channel: str, reply: Reply) -> Frame:

@@ -77,7 +77,6 @@ FUNCTIONAL_11, FUNCTIONAL_29 = 0x7DF, 0x18DB33F1
 ADDRESSES_29 = (0x10, 0x18)  # 29-bit ECU addresses: engine, transmission
 
 DTC = "P0500"  # vehicle speed sensor "A": see the module docstring
-DTC_BYTES = b"\x05\x00"
 READINESS_AFTER_CLEAR = 120.0  # vehicle seconds the monitors read incomplete after a clear
 PADDING = 0xAA
 
