@@ -15,6 +15,10 @@
      ├── StoreError                  the buffer cannot do what was asked (closed, unknown
      │                               batch range, unusable state directory)
      ├── BatchFormatError            an upload batch that cannot be encoded or decoded
+     ├── ControlError                the control socket (agent.control): no service
+     │    │                          listening, a refused peer, an error answer
+     │    ├── ServiceNotRunningError nothing listens on the socket: says what to run
+     │    └── ControlRefusedError    the socket's permissions or the service refused us
      └── UploadError                 a batch that could not be delivered
           ├── TransientUploadError   try again later (refused or reset connection, timeout,
           │                          DNS, HTTP 5xx/408/429, no PUBACK); .retry_after
@@ -102,6 +106,24 @@ class TransientUploadError(UploadError):
 
 class RefusedUploadError(UploadError):
     """The receiver refused the batch and will refuse it again: never retry it."""
+
+
+class ControlError(BavardError):
+    """The control socket: a request the service answered with an error, a broken
+    connection, or one of the two subclasses. ``code`` is the protocol's error code
+    (docs/control.md) when the service answered one."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ServiceNotRunningError(ControlError):
+    """No service listens on the control socket (the message says what to run)."""
+
+
+class ControlRefusedError(ControlError):
+    """The socket's permissions, or the service's check of our uid/gid, refused us."""
 
 
 class ReceiverError(BavardError):

@@ -20,6 +20,12 @@ and consumed, then the reader threads are joined within :data:`JOIN_BUDGET`
 seconds *in all* (a reader stuck in a read that ignores the stop is left
 behind, a daemon thread) and the sources are closed.
 
+Tap: the control socket's subscribers (``bavard live``, ``record``) see what the
+consumer sees through ``Pipeline.tap`` (:mod:`agent.control.tap`): one attribute
+read per chunk while nobody is subscribed, references appended to bounded
+per-subscriber queues otherwise (a stuck subscriber loses items, never slows
+the pipeline).
+
 Time: ``clock`` (monotonic seconds) is injected; it paces replays and the
 simulator, times a live source's chunks and bounds the joins.
 """
@@ -33,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import ChannelConfig, Config
 from agent.decode.dbc_files import load_dbc
@@ -45,6 +51,9 @@ from agent.policy.rules import RuleSet
 from agent.policy.selection import Selector
 from agent.sources import Source, source_class
 from agent.sources.can_filters import can_filters_for
+
+if TYPE_CHECKING:
+    from agent.control.tap import Tap
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +133,11 @@ class Pipeline:
     raw_dropped: int = 0  # frames of raw channels run without a raw sink
     events_in: int = 0  # events the sources noticed
     events_dropped: int = 0  # events of a run without an event sink
+    samples_decoded: int = 0  # signal values decoded (before the rules)
+    samples_kept: int = 0  # of those, the ones the rules keep (given to the sink)
+    # the control socket's view of the data (agent.control.tap): frames, each decoded
+    # record with what the rules keep of it, events; read once per chunk
+    tap: Tap | None = None
     _queue: queue.Queue[_Item] = field(
         default_factory=lambda: queue.Queue(QUEUE_CHUNKS)
     )
@@ -224,8 +238,13 @@ class Pipeline:
                 if item is None:
                     running -= 1
                     continue
+                tap = self.tap
+                if tap is not None and not tap.active:
+                    tap = None  # nobody subscribed: nothing more is asked of it
                 if isinstance(item, list):
                     self.events_in += len(item)
+                    if tap is not None:
+                        tap.events(item)
                     if event_sink is not None:
                         event_sink(item)
                     else:
@@ -233,6 +252,8 @@ class Pipeline:
                     continue
                 index, frames = item
                 self.frames_in += len(frames)
+                if tap is not None:
+                    tap.frames(frames)
                 if raw[index]:
                     if raw_sink is not None:
                         raw_sink(frames)
@@ -241,10 +262,24 @@ class Pipeline:
                     continue
                 decode = decoders[index]
                 kept = []
-                for frame in frames:
-                    decoded = decode(frame)
-                    if decoded is not None:
-                        kept.extend(keep(decoded))
+                values = 0
+                if tap is not None and tap.sampling:
+                    show = tap.decoded
+                    for frame in frames:
+                        decoded = decode(frame)
+                        if decoded is not None:
+                            values += len(decoded[4])
+                            some = keep(decoded)
+                            kept.extend(some)
+                            show(decoded, some)
+                else:
+                    for frame in frames:
+                        decoded = decode(frame)
+                        if decoded is not None:
+                            values += len(decoded[4])
+                            kept.extend(keep(decoded))
+                self.samples_decoded += values
+                self.samples_kept += len(kept)
                 if kept:
                     sink(kept)
         finally:

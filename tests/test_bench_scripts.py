@@ -216,3 +216,24 @@ def test_obd_fails_when_a_contender_is_wrong(wrong: str, says: str) -> None:
     pytest.importorskip("obd")
     err = fails("bench_obd.py", "--seconds", "0.5", "--rounds", "1", "--wrong", wrong)
     assert "CHECK FAILED: PID " in err and says in err, err
+
+
+# --- control: ingest with and without the control socket's subscribers
+
+
+def test_control_prints_the_three_conditions_and_checks_the_store() -> None:
+    out = ok("bench_control.py", "--repeat", "1", "--rounds", "1")
+    assert "sample drive x1: 84,240 frames, 122,970 samples stored, 1 round" in out, out
+    for row in ("(1) no control server", "(2) two stuck subscribers (frames, samples), never read",
+                "(3) one reader of every frame and every sample"):
+        assert f"  {row} " in out, out
+    assert "frames/s" in out and "frames per CPU-s" in out
+    assert out.count("1.00x (1)") == 2  # (1) against itself, wall clock and CPU
+    assert out.count("dropped and counted") == 4
+    assert ("checked: the store holds the same 122,970 samples in the three conditions; every "
+            "frame and sample was sent to each peer or counted as lost") in out
+
+
+def test_control_fails_when_a_condition_stored_other_samples() -> None:
+    err = fails("bench_control.py", "--repeat", "1", "--rounds", "1", "--wrong", "reader:value")
+    assert "(3) one reader of every frame and every sample, the store: sample" in err, err
