@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.control.settings import RANGES as CONTROL_RANGES
+from agent.control.settings import ControlConfig
 from agent.errors import ConfigError
 from agent.obd.settings import (
     BAUDRATE,
@@ -89,6 +91,7 @@ def number_ranges() -> dict[str, Range]:
         "signals[].deadband": DEADBAND,
         **{f"store.{name}": allowed for name, allowed in STORE_RANGES.items()},
         **{f"upload.{name}": allowed for name, allowed in UPLOAD_RANGES.items()},
+        **{f"control.{name}": allowed for name, allowed in CONTROL_RANGES.items()},
         "upload.url (port)": PORTS,
     }
 
@@ -165,6 +168,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     upload: UploadConfig | None = None  # None: buffer only, nothing leaves the box
     vehicle: VehicleConfig = field(default_factory=VehicleConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)  # the control socket
 
 
 # ---------------------------------------------------------------------------
@@ -406,7 +410,7 @@ class _Reader:
 
     def config(self, raw: dict[str, Any]) -> Config:
         top = self.table(raw, "", {"channels", "selection", "signals", "store", "upload",
-                                  "vehicle"})
+                                  "vehicle", "control"})
         channels_raw = top.get("channels")
         channels: list[ChannelConfig] = []
         if channels_raw is None:
@@ -436,8 +440,9 @@ class _Reader:
         store = self.fields(top.get("store", {}), "store", StoreConfig)
         upload = self.upload(top.get("upload"), "upload")
         vehicle = self.fields(top.get("vehicle", {}), "vehicle", VehicleConfig)
+        control = self.control(top.get("control", {}), "control")
         return Config(channels=tuple(channels), selection=selection, rules=tuple(rules),
-                      store=store, upload=upload, vehicle=vehicle)
+                      store=store, upload=upload, vehicle=vehicle, control=control)
 
     def fields(self, raw: Any, key: str, cls: type[T], skip: tuple[str, ...] = ()) -> T:
         """A frozen settings dataclass from a table, each key typed by its field's
@@ -480,6 +485,21 @@ class _Reader:
         config = cls(**values)
         for problem in config.problems():  # type: ignore[attr-defined]
             self.problems.append(f"{key}.{problem}")
+        return config
+
+    def control(self, raw: Any, key: str) -> ControlConfig:
+        """``[control]``: its socket is a path that need not exist yet (the service
+        makes it), relative to the file's directory like every path."""
+        config = self.fields(raw, key, ControlConfig, skip=("socket",))
+        if not isinstance(raw, dict) or "socket" not in raw:
+            return config
+        socket = self.path(raw["socket"], _join(key, "socket"), "a socket")
+        if socket is None:
+            return config
+        config = dataclasses.replace(config, socket=socket)
+        for problem in config.problems():
+            if problem.startswith("socket:"):
+                self.problems.append(f"{key}.{problem}")
         return config
 
     def upload(self, raw: Any, key: str) -> UploadConfig | None:

@@ -1,4 +1,14 @@
-"""``bavard buffer``: what the store-and-forward buffer holds, read without writing to it."""
+"""``bavard buffer``: what the store-and-forward buffer holds, read without writing to it;
+``bavard buffer purge --class C --yes`` and ``bavard buffer retry-dead-letters``.
+
+``purge`` deletes a class (events, samples, frames) except a batch being
+uploaded; ``retry-dead-letters`` moves the batches the receiver refused back
+for upload (agent.store.maintenance). Both go through the running service's
+control socket; with no service running they open the buffer file themselves
+(the state directory from ``--state-dir`` or ``--config``) and say so on
+standard error. The buffer is held by one process at a time: while a service
+holds it, only its socket can change it.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +21,38 @@ from agent.errors import StoreError
 from agent.store import DB_NAME, DEFAULT_STATE_DIR, BufferStats, read_stats_file
 
 HELP = "show the local buffer: depth per class, oldest item, quota, evictions, dead letters"
+EPILOG = """actions: purge --class events|samples|frames --yes, retry-dead-letters (see ACTION -h)
+exit status: 0 done; 1 an error (the message says what); 2 a bad command line, or
+purge without --yes (it says what it would delete)"""
+CLASSES = ("events", "samples", "frames")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--state-dir", metavar="DIR",
-                       help=f"the agent's state directory (default {DEFAULT_STATE_DIR})")
-    where.add_argument("--config", metavar="FILE",
-                       help="take the state directory from this configuration's [store]")
-    parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    from agent.cli.service_access import add_files_arguments, add_socket_argument
+
+    add_files_arguments(parser)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    purge = sub.add_parser("purge", help="delete a class of what the buffer holds (--yes)",
+                           description="Delete what the buffer holds of one class, except a "
+                                       "batch being uploaded, and give the space back.")
+    purge.add_argument("--class", dest="kind", choices=CLASSES, required=True,
+                       help="what to delete")
+    purge.add_argument("--yes", action="store_true",
+                       help="really delete (without it: say what would be deleted)")
+    retry = sub.add_parser("retry-dead-letters",
+                           help="move the batches the receiver refused back for upload",
+                           description="Move the dead letters (batches the receiver refused) "
+                                       "back among the data waiting for upload.")
+    for nested in (purge, retry):
+        add_socket_argument(nested)
+        add_files_arguments(nested, suppress=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "action", None):
+        from agent.cli.buffer_actions import run_action
+
+        return run_action(args)
     state_dir = Path(args.state_dir or DEFAULT_STATE_DIR)
     if args.config:
         from agent.config import load_config
@@ -72,6 +102,10 @@ def render(stats: BufferStats) -> str:
         lines.append("  " + "  ".join(
             cell.ljust(w) if i == 0 else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    purged = {name: c.purged for name, c in stats.classes.items() if c.purged}
+    if purged:
+        lines.append("  purged by hand: " + ", ".join(f"{n} {name}"
+                                                     for name, n in purged.items()))
     lines.append(f"  dead letters: {stats.dead_letter_batches} batches, "
                  f"{stats.dead_letter_items} items, {_bytes(stats.dead_letter_bytes)}")
     full = stats.counters.get("disk_full", 0)

@@ -12,6 +12,10 @@ the same vehicle's OBD-II port: simulated engine and gearbox ECUs
 agent's OBD channel asks them for PIDs, trouble codes (one appears at the
 harsh brake) and the VIN, through ISO-TP as on a real car.
 
+While it runs, the technician's commands reach the agent on its control
+socket, in the demo's temporary directory: the demo prints the
+``bavard status --socket ...`` line to try in another terminal.
+
 By default the whole drive cycle plays (cold start, city, highway, harsh
 brake, parking: 240 s of vehicle time) at ten times real time, so in about 24 s.
 """
@@ -57,17 +61,28 @@ def _toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def demo_config(state: Path, url: str, seed: int, speed: float) -> str:
-    """The demo's configuration; ``state`` should be absolute (a relative path would be
-    taken relative to the configuration file's directory)."""
+def demo_config(state: Path, url: str, seed: int, speed: float,
+                socket: Path | None = None) -> str:
+    """The demo's configuration; ``state`` and ``socket`` (the control socket's path;
+    None: the default's) should be absolute (a relative path would be taken relative to
+    the configuration file's directory)."""
     text = resources.files("agent").joinpath("defaults/demo.toml").read_text(encoding="utf-8")
     text = text.replace("seed = 1", f"seed = {seed}").replace("speed = 1.0", f"speed = {speed}")
     return text + (f"\n[store]\nstate_dir = {_toml_string(str(state))}\ncommit_interval = 0.5\n"
                    f"\n[upload]\nurl = {_toml_string(url)}\nbatch_seconds = 600.0\n"
-                   f"linger = 3.0\n")
+                   f"linger = 3.0\n"
+                   + ("" if socket is None else
+                      # group "": the demo's user only (no group bavard needed here)
+                      f"\n[control]\nsocket = {_toml_string(str(socket))}\ngroup = \"\"\n"))
 
 
-def render(daemon: Any, receiver: Any, elapsed: float, out: TextIO) -> None:
+def console_line(socket: Path) -> str:
+    return (f"  console  bavard status --socket {socket}   (and bavard live, record, "
+            "pause, upload --now: the same --socket, while the demo runs)")
+
+
+def render(daemon: Any, receiver: Any, elapsed: float, out: TextIO,
+           console: Path | None = None) -> None:
     pipeline, uploader = daemon.pipeline, daemon.uploader
     frames = pipeline.frames_in if pipeline is not None else 0
     up = uploader.stats if uploader is not None else None
@@ -94,6 +109,8 @@ def render(daemon: Any, receiver: Any, elapsed: float, out: TextIO) -> None:
                      f"bus frame), {up.transient} retried, {up.refused} refused")
     lines.append(f"  receiver  {got.get('stored', 0):,} batches stored, "
                  f"{got.get('duplicates', 0)} duplicates dropped, {got.get('invalid', 0)} invalid")
+    if console is not None:
+        lines.append(console_line(console))
     out.write("\n".join(lines) + "\n")
 
 
@@ -116,8 +133,11 @@ def run(args: argparse.Namespace) -> int:
         receiver = Receiver.open(base / "received")
         server = serve(receiver, "127.0.0.1", 0)
         config = base / "demo.toml"
+        # the control socket in the temporary directory, whatever --dir says: a Unix
+        # socket's path is at most 107 bytes, and --dir keeps files, not sockets
+        socket = Path(tmp).resolve() / "control"
         config.write_text(demo_config(base / "state", server.url, args.seed,
-                                      max(args.speed, 0.0)), encoding="utf-8")
+                                      max(args.speed, 0.0), socket), encoding="utf-8")
         # the OBD channel's vehicle: the same drive cycle, on the configuration's virtual bus
         ecus = SimulatedEcus.open("virtual", OBD_BUS, seed=args.seed,
                                   speed=args.speed if args.speed > 0 else FLAT_OUT).start()
@@ -128,13 +148,17 @@ def run(args: argparse.Namespace) -> int:
         started = time.monotonic()
         worker.start()
         tty = sys.stdout.isatty()
+        if not tty:
+            sys.stdout.write(console_line(socket).lstrip() + "\n")
+            sys.stdout.flush()
         try:
             while worker.is_alive():
                 worker.join(timeout=1.0)
                 elapsed = time.monotonic() - started
                 if tty:
                     sys.stdout.write("\x1b[H\x1b[2J")
-                    render(daemon, receiver, elapsed, sys.stdout)
+                    render(daemon, receiver, elapsed, sys.stdout,
+                           socket if daemon.control is not None else None)
                     sys.stdout.flush()
                 ended = _vehicle_stopped(daemon)
                 if (args.duration and elapsed >= args.duration) or ended:

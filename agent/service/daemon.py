@@ -38,9 +38,20 @@ stopped by a bug, stops the pings and systemd restarts the service); a STATUS=
 line with frames/s, buffer depth, the age of the last upload and each OBD
 channel's PID values per second.
 
+The control socket (agent.control, docs/control.md): once the store and the
+workers run, and before READY=1, a ControlServer listens on ``[control]
+socket`` for the technician's commands (agent.control.commands) and feeds the
+subscribers of live data from the pipeline's tap. A socket that cannot be made
+is logged as an error and the service runs on without it: the console is not
+worth a vehicle's data. A reload swaps its commands; ``[control]`` itself takes
+effect at the next restart. Uploads paused by hand (agent.upload.pause) stay
+paused across restarts.
+
 Events of its own life go into the buffer like any other (uploaded first):
 ``service.start``, ``service.stop``, ``service.reload`` and
-``service.reload-rejected`` on channel ``agent``; ``bus.down`` and ``bus.up``
+``service.reload-rejected`` on channel ``agent``, and what a technician did
+through the control socket (``upload.paused``, ``upload.resumed``,
+``buffer.purged``, ``buffer.dead-letters-retried``); ``bus.down`` and ``bus.up``
 on a CAN channel whose reads fail and come back (the source reopens the bus
 with backoff and counts the gap), and on an OBD channel whose adapter or
 vehicle stops answering; the events the sources notice (an OBD channel's
@@ -77,10 +88,12 @@ from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.config import Config
+from agent.control.tap import Tap
 from agent.errors import BavardError, ConfigError, StoreError
 from agent.frames import Event
 from agent.pipeline import Pipeline
 from agent.service.notify import Notifier
+from agent.service.status import RateMeter, file_sha256
 from agent.service.watchdog import Watchdog
 from agent.sources.can_bus import CanBusSource
 from agent.sources.obd import ObdSource
@@ -89,7 +102,9 @@ from agent.store.writer import CommitInfo
 from agent.validation import UsableConfig, load_usable_config
 
 if TYPE_CHECKING:  # the upload side is imported only when [upload] is configured
+    from agent.control.server import ControlServer
     from agent.upload.connectivity import InterfaceRules
+    from agent.upload.pause import PauseSwitch
     from agent.upload.transport import Transport
     from agent.upload.uploader import Identity, Uploader
 
@@ -161,8 +176,13 @@ class Daemon:
         self._reload_requested = False
         self._interruptible = False  # a stop signal now interrupts the main thread
         self.watchdog = Watchdog(self.notifier, status=self.status_line, clock=monotonic)
-        self._rate = (monotonic(), 0)  # (when, frames) for frames/s
-        self._frames_per_s = 0.0
+        self.started = monotonic()
+        self.rates = RateMeter(monotonic)  # frames/s, and their recent history
+        self.tap = Tap()  # the control socket's subscribers see the pipeline through it
+        self.control: ControlServer | None = None
+        self.pause: PauseSwitch | None = None  # uploads paused by hand (from the state dir)
+        self.config_sha256: str | None = None  # of the configuration file running
+        self._loaded_sha256: str | None = None  # ... and of the one last loaded
         self._depth = 0
         self._pipeline_ended_logged = False
         self._stats_at = float("-inf")  # monotonic time of the last look at the buffer
@@ -218,7 +238,7 @@ class Daemon:
             self.notifier.ready(self.status_line())
             channels = ", ".join(f"{c.name} ({c.kind})" for c in self.config.channels)
             log.info("running: %s", channels)
-            self._event("service.start", f"bavard {__version__}: {channels}")
+            self.event("service.start", f"bavard {__version__}: {channels}")
             dog.start()
             while not self._stop_requested:
                 self._wake.wait(MONITOR)
@@ -229,11 +249,14 @@ class Daemon:
                 self._monitor()
             self.notifier.stopping("stopping")
             log.info("stopping")
-            self._event("service.stop", "SIGTERM or SIGINT")
+            self.event("service.stop", "SIGTERM or SIGINT")
             return 0
         finally:
             self._interruptible = False
             deadline = self.monotonic() + STOP_BUDGET - 0.5
+            if self.control is not None:  # no command may find the workers half stopped
+                self.control.close()
+                self.control = None
             self._stop_workers(deadline)
             watchdog_stop.set()
             if self.store is not None:
@@ -260,6 +283,9 @@ class Daemon:
         except StoreError as exc:
             log.error("cannot open the buffer: %s", exc)
             return 1
+        from agent.upload.pause import PauseSwitch
+
+        self.pause = PauseSwitch(config.store.state_dir, self.clock)
         try:
             self._launch(self._prepare(config, usable.databases))
         except ConfigError as exc:
@@ -268,14 +294,38 @@ class Daemon:
         except BavardError as exc:
             log.error("cannot start: %s", exc)
             return 1
+        self._start_control(config)
         return None
+
+    def _start_control(self, config: Config) -> None:
+        """The control socket, if ``[control]`` wants one; a socket that cannot be made is
+        logged and the service runs on without it."""
+        settings = config.control
+        if not settings.enabled:
+            log.info("no control socket ([control] enabled = false)")
+            return
+        from agent.control.commands import service_commands
+        from agent.control.server import ControlServer
+
+        # set first: a stop signal in start() leaves it for run()'s finally to close
+        self.control = ControlServer(settings.socket_path(), service_commands(self), self.tap,
+                                     hello={"version": __version__},
+                                     group=settings.group or None,
+                                     max_clients=settings.max_clients)
+        try:
+            self.control.start()
+        except BavardError as exc:
+            self.control = None
+            log.error("no control socket, the service runs on without it: %s", exc)
 
     def _load(self) -> UsableConfig:
         """The configuration file, checked as ``bavard config check`` checks it (every DBC
         loaded, the transport built...); its warnings logged. ConfigError otherwise."""
+        digest = file_sha256(self.config_path)  # before: a file changed meanwhile shows
         usable = load_usable_config(self.config_path)
         for warning in usable.warnings:
             log.warning("%s: %s", self.config_path, warning)
+        self._loaded_sha256 = digest
         return usable
 
     def _prepare(self, config: Config, databases: Mapping[Path, Any] | None = None
@@ -313,6 +363,10 @@ class Daemon:
         if previous is not None:
             _take_over(previous, pipeline)
         self.config, self.pipeline = config, pipeline
+        self.config_sha256 = self._loaded_sha256
+        pipeline.tap = self.tap
+        self.tap.channels = frozenset(c.name for c in config.channels)
+        self.rates.update(pipeline)  # frames/s from now on
         beat = self.watchdog.register("pipeline", self.silence)
         stop = threading.Event()
         store = self.store
@@ -370,7 +424,7 @@ class Daemon:
         beat = self.watchdog.register("uploader", self.silence)
         uploader = Uploader(self.store, prepared.transport, upload, prepared.identity,
                             connectivity=Connectivity(prepared.rules), budget=budget,
-                            clock=self.clock, beat=beat)
+                            clock=self.clock, beat=beat, pause=self.pause)
         stop = threading.Event()
         thread = threading.Thread(target=uploader.run, args=(stop,), name="uploader",
                                   daemon=True)
@@ -422,6 +476,9 @@ class Daemon:
             if config.store != self.config.store:
                 log.warning("[store] changed: it takes effect at the next restart")
                 config = dataclasses.replace(config, store=self.config.store)
+            if config.control != self.config.control:
+                log.warning("[control] changed: it takes effect at the next restart")
+                config = dataclasses.replace(config, control=self.config.control)
             prepared = self._prepare(config, usable.databases)
             self._interruptible = False
         except _StopNow:
@@ -437,15 +494,19 @@ class Daemon:
             else:
                 log.exception("%s: %s", headline, exc)
             self.notifier.status("reload rejected: see the log")
-            self._event("service.reload-rejected", str(exc)[:500])
+            self.event("service.reload-rejected", str(exc)[:500])
             return
         self.notifier.reloading("reloading")
         previous = self.pipeline
         self._stop_workers(self.monotonic() + STOP_BUDGET - 1.0)
         self._launch(prepared, previous)
+        if self.control is not None:
+            from agent.control.commands import service_commands
+
+            self.control.commands = service_commands(self)
         self.notifier.ready(self.status_line())
         log.info("reloaded")
-        self._event("service.reload", str(self.config_path))
+        self.event("service.reload", str(self.config_path))
 
     # -- looking after the others ------------------------------------------------------------
 
@@ -477,19 +538,22 @@ class Daemon:
             self._bus_events(pipeline)
             self._vin_read(pipeline)
             self._start_waiting_uploader()
-            now, frames = self.monotonic(), pipeline.frames_in
-            then, before = self._rate
-            if now - then >= 1.0:
-                self._frames_per_s = (frames - before) / (now - then)
-                self._rate = (now, frames)
+            self.rates.update(pipeline)
 
-    def _event(self, kind: str, detail: str, priority: int = 1,
-               channel: str = "agent") -> None:
+    @property
+    def upload_waiting(self) -> bool:
+        """The uploader waits for an OBD channel to read the VIN."""
+        return self._upload_waiting is not None
+
+    def event(self, kind: str, detail: str, priority: int = 1,
+              channel: str = "agent") -> None:
         """An event of the service's own life into the buffer (uploaded first, as events
-        are): starts, stops, reloads, bus gaps. Never blocks the main thread."""
+        are) and to the control socket's subscribers: starts, stops, reloads, bus gaps,
+        a technician's commands. Never blocks (any thread may call it)."""
+        events = [Event(self.clock(), channel, kind, detail, priority)]
+        self.tap.events(events)
         if self.store is not None:
-            self.store.put_events([Event(self.clock(), channel, kind, detail, priority)],
-                                  block=False)
+            self.store.put_events(events, block=False)
 
     def _bus_events(self, pipeline: Pipeline) -> None:
         """``bus.down`` and ``bus.up`` events from the sources' gap counters (counted, so
@@ -500,11 +564,11 @@ class Daemon:
             name = ch.config.name
             seen, down = self._gaps.get(name, (0, False))
             if gaps > seen:
-                self._event("bus.down", f"{name}: reads failed, reopening (gap {gaps})", 2,
+                self.event("bus.down", f"{name}: reads failed, reopening (gap {gaps})", 2,
                             name)
                 seen, down = gaps, True
             if down and not stats.in_gap:
-                self._event("bus.up", f"{name}: reading again; {gaps} gaps, "
+                self.event("bus.up", f"{name}: reading again; {gaps} gaps, "
                                       f"{stats.gap_seconds:.1f} s in all", 2, name)
                 down = False
             self._gaps[name] = (seen, down)
@@ -524,7 +588,7 @@ class Daemon:
             self._vin = vin
             if vin != read_vin(config):
                 remember_vin(config, vin)
-                self._event("vehicle.identified", f"VIN read on {ch.config.name}; the "
+                self.event("vehicle.identified", f"VIN read on {ch.config.name}; the "
                                                   "pseudonym follows it", 1, ch.config.name)
             uploader = self.uploader
             if uploader is not None:
@@ -536,7 +600,7 @@ class Daemon:
             return
 
     def status_line(self) -> str:
-        parts = [f"{self._frames_per_s:,.0f} frames/s", f"buffer {self._depth:,} items"]
+        parts = [f"{self.rates.total:,.0f} frames/s", f"buffer {self._depth:,} items"]
         pipeline = self.pipeline
         for ch in pipeline.channels if pipeline is not None else ():
             if isinstance(ch.source, ObdSource):  # what the adapter's budget achieves

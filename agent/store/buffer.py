@@ -51,6 +51,7 @@ from agent.errors import StoreError
 from agent.frames import Event, Frame, Sample
 from agent.store import batches, codec
 from agent.store.inbox import Inbox
+from agent.store.maintenance import Purged, Retried
 from agent.store.settings import Kind, StoreConfig
 from agent.store.stats import BufferStats
 from agent.store.writer import CommitInfo, Writer
@@ -209,6 +210,17 @@ class Store:
 
     def _finish(self, action: str, seq_first: int, seq_last: int, reason: str = "") -> int:
         return self._call(lambda: self._writer.finish_batch(action, seq_first, seq_last, reason))
+
+    # -- by hand (agent.store.maintenance) --------------------------------------------------
+
+    def purge(self, kind: Kind, timeout: float | None = None) -> Purged:
+        """Delete what the buffer holds of ``kind``, except a batch in flight; what is
+        queued before the call is committed first, so it goes too."""
+        return self._call(lambda: self._writer.purge(kind), timeout)
+
+    def retry_dead_letters(self, timeout: float | None = None) -> Retried:
+        """Move the dead letters back among the data waiting for upload."""
+        return self._call(self._writer.retry_dead_letters, timeout)
 
     # -- everyone ---------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ class ClassStats:
     dropped_queue: int = 0  # never stored: the input queue was full
     dropped_full: int = 0  # never stored: the disk was full (SQLITE_FULL/ENOSPC)
     acked: int = 0  # delivered and deleted
+    purged: int = 0  # deleted by hand (``bavard buffer purge``)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ def read_stats(db: sqlite3.Connection, path: Path, now: float,
         r = per.get(int(kind))
         label = kind.label
         c = {name: counters.get(f"{name}.{label}", 0)
-             for name in ("evicted", "expired", "dropped_queue", "dropped_full", "acked")}
+             for name in ("evicted", "expired", "dropped_queue", "dropped_full", "acked",
+                          "purged")}
         if r is None:
             classes[label] = ClassStats(**c)
             continue

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import StoreError
-from agent.store import batches, disk, quota, schema
+from agent.store import batches, disk, maintenance, quota, schema
 from agent.store.codec import CODEC_MSGPACK_ZSTD, Chunk, Encoder
 from agent.store.database import Database
 from agent.store.inbox import Inbox, Request
@@ -351,6 +351,35 @@ class Writer(threading.Thread):
             raise ValueError(action)
         result: int = base.guard(action, run)
         return result
+
+    def purge(self, kind: Kind) -> maintenance.Purged:
+        """Delete what the buffer holds of ``kind`` and is not in flight (events held in
+        memory for a full disk too), then give the freed pages back to the filesystem."""
+        base = self.database
+        purged: maintenance.Purged = base.guard(
+            "purge", lambda db: maintenance.purge(db, kind, base.inflight))
+        base.dirty = True
+        held = 0
+        if kind == Kind.EVENT and self.held:
+            held = sum(c.items for c in self.held)
+            self.held = []
+            base.unsaved["purged.events"] += held
+        if base.db is not None:
+            disk.give_back(base.db, self.path)
+        log.warning("store: purged %d %s (%d bytes) by hand; %d in flight left", purged.items
+                    + held, kind.label, purged.bytes, purged.in_flight)
+        return dataclasses.replace(purged, items=purged.items + held)
+
+    def retry_dead_letters(self) -> maintenance.Retried:
+        """Move the dead letters back among the data waiting for upload."""
+        base = self.database
+        retried: maintenance.Retried = base.guard(
+            "retry-dead-letters", lambda db: maintenance.retry_dead_letters(db, self.clock()))
+        base.dirty = True
+        if retried.batches:
+            log.warning("store: %d dead-letter batches (%d items) moved back for upload",
+                        retried.batches, retried.items)
+        return retried
 
     def stats(self, queued: int) -> BufferStats:
         base = self.database

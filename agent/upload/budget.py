@@ -93,6 +93,19 @@ class DataBudget:
         s.month_bytes += cost
         self._save()
 
+    def usage(self) -> dict[str, int | None]:
+        """Limits, spent and left in the current day and month (for ``bavard status``;
+        reads without rolling the periods, so any thread may call it)."""
+        day, month = self._periods()
+        s = self.spent
+        day_spent = s.day_bytes if s.day >= day else 0
+        month_spent = s.month_bytes if s.month >= month else 0
+        return {"daily_bytes": self.daily, "monthly_bytes": self.monthly,
+                "day_spent": day_spent, "month_spent": month_spent,
+                "day_left": None if self.daily is None else max(0, self.daily - day_spent),
+                "month_left": (None if self.monthly is None
+                               else max(0, self.monthly - month_spent))}
+
     def seconds_to_reset(self) -> float:
         """Until the next UTC midnight: the earliest moment the budget can grow."""
         now = datetime.fromtimestamp(self.clock(), UTC)

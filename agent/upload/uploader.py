@@ -23,6 +23,12 @@ One thread runs :meth:`Uploader.run`. Each round:
    metered link the budget is looked at before every attempt, not once per
    batch: each attempt is charged, and eight of them could cost eight budgets.
 
+By hand (the control socket, agent.control.commands): :meth:`Uploader.upload_now`
+ends a linger, a backoff pause or a wait for a link and looks again at once;
+a :class:`~agent.upload.pause.PauseSwitch` that is paused makes the uploader
+take no new batch (state ``paused``) and ends the retries of the batch in
+hand (released, not lost) until it is resumed.
+
 The thread never ends before ``stop``: anything unexpected (a transport or
 connectivity bug, an exception nobody wrapped) is logged with its traceback, the
 batch in hand is released, and the round starts over after a backoff pause. A
@@ -58,6 +64,7 @@ from agent.store.buffer import Store, StoredBatch
 from agent.store.settings import Kind
 from agent.upload.budget import DataBudget
 from agent.upload.connectivity import Connectivity, ConnectivityError, Link
+from agent.upload.pause import PauseSwitch
 from agent.upload.settings import UploadConfig
 from agent.upload.transport import Transport
 
@@ -68,6 +75,8 @@ LINK_TTL = 60.0  # seconds a look at the links is trusted when netlink reports n
 IDLE = 5.0  # seconds between looks when there is nothing to do (and watchdog beats)
 MAX_DOUBLINGS = 64  # the backoff cap stops doubling here (retry_max caps it long before)
 RETRY_AFTER_MAX = 3600.0  # a receiver's Retry-After is honoured up to this
+NUDGE_POLL = 0.25  # seconds: how soon a backoff pause notices upload_now()
+LINK_STEP = 1.0  # seconds: how soon a wait for a link notices upload_now()
 
 
 @dataclass(frozen=True)
@@ -92,8 +101,9 @@ class UploadStats:
     refused_items: int = 0
     last_upload: float | None = None  # clock time of the last acknowledgement
     last_error: str = ""
-    state: str = "starting"  # uploading, waiting-link, idle, backoff, budget, stopped
-    link: str = ""
+    # uploading, waiting-link, idle, backoff, budget, paused, stopped
+    state: str = "starting"
+    link: str = ""  # why the link in use was chosen, or why there is none
 
 
 class _Interrupted(Exception):
@@ -107,10 +117,12 @@ class Uploader:
                  rng: Callable[[], float] = random.random,
                  sleep: Callable[[float, threading.Event], object] | None = None,
                  wait: Callable[[float], object] | None = None,
-                 beat: Callable[[], None] = lambda: None) -> None:
+                 beat: Callable[[], None] = lambda: None,
+                 pause: PauseSwitch | None = None) -> None:
         """``sleep(seconds, stop)`` waits between attempts (default: on ``stop``, beating
         the watchdog); ``wait(seconds)`` is the idle wait that :meth:`wake` ends early
-        (default: on the wake event); ``rng`` gives the jitter in [0, 1); all for tests."""
+        (default: on the wake event); ``rng`` gives the jitter in [0, 1); all for tests.
+        ``pause``: uploads paused by hand (none: never paused)."""
         self.store = store
         self.transport = transport
         self.config = config
@@ -121,9 +133,13 @@ class Uploader:
         self.rng = rng
         self.beat = beat
         self.sleep = sleep or self._interruptible_sleep
+        self.pause = pause
         self.stats = UploadStats()
         self.endpoint = config.transport().host
+        #: the link of the last look (None: none found yet, or no connectivity gate)
+        self.last_link: Link | None = None
         self._wake = threading.Event()
+        self._nudge = threading.Event()  # upload_now(): end a backoff or a wait for a link
         self._idle_wait = wait or self._wake.wait
         self._streak = 0  # consecutive transient failures, across batches
         # Samples and frames wait until then: time.monotonic(), not ``clock``, since a
@@ -140,6 +156,22 @@ class Uploader:
     def wake(self) -> None:
         """New data was committed, or stop was set: look again now."""
         self._wake.set()
+
+    def upload_now(self) -> dict[str, Any]:
+        """Look at the buffer now and send what it holds (a technician's ``bavard upload
+        --now``): end a linger (small batches wait for more data), a backoff pause after
+        failures (within :data:`NUDGE_POLL` s) and a wait for a link (within
+        :data:`LINK_STEP` s; the links are looked at again). What was going on, for the
+        answer: ``state`` before, and which waits it ended."""
+        state = self.stats.state
+        lingering = time.monotonic() < self._linger_until
+        self._linger_until = 0.0
+        self._link_cache = None
+        self._nudge.set()
+        self.wake()
+        return {"state": state, "linger_ended": lingering,
+                "backoff_ended": state == "backoff",
+                "link_wait_ended": state in ("waiting-link", "budget")}
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -160,7 +192,12 @@ class Uploader:
             self.transport.close()
 
     def _round(self, stop: threading.Event) -> None:
+        self._nudge.clear()  # this round looks anyway
         if self._pending is not None and not self._finish_pending():
+            self._idle(stop, IDLE)
+            return
+        if self._paused():
+            self.stats.state = "paused"
             self._idle(stop, IDLE)
             return
         link = self._link()
@@ -217,7 +254,8 @@ class Uploader:
             return
         except (TransientUploadError, _Interrupted) as exc:
             self._finish("release", stored)
-            if isinstance(exc, TransientUploadError) and not stop.is_set():
+            if (isinstance(exc, TransientUploadError) and not stop.is_set()
+                    and not self._paused()):
                 self._backoff_pause(stop)  # the streak goes on with the next batch
             return
         self._streak = 0
@@ -228,6 +266,9 @@ class Uploader:
             self._linger_until = time.monotonic() + self.config.linger
         log.debug("upload: batch %s (%d..%d, %d items, %d bytes) delivered", batch_id,
                   first, last, stored.items, len(payload))
+
+    def _paused(self) -> bool:
+        return self.pause is not None and self.pause.paused is not None
 
     def _finish(self, action: str, stored: StoredBatch, reason: str = "",
                 nbytes: int = 0) -> bool:
@@ -274,6 +315,8 @@ class Uploader:
         def attempt() -> None:
             if stop.is_set():
                 raise _Interrupted("stopping")
+            if self._paused():
+                raise _Interrupted("uploads paused")
             if link is not None and self.connectivity is not None and self._link() is False:
                 raise _Interrupted(f"link {link.name} is gone")
             self.beat()
@@ -294,7 +337,8 @@ class Uploader:
         retrying = Retrying(
             retry=retry_if_exception_type(TransientUploadError),
             wait=self._wait,
-            stop=lambda state: stop.is_set() or state.attempt_number >= ATTEMPTS_PER_BATCH,
+            stop=lambda state: (stop.is_set() or self._paused()
+                                or state.attempt_number >= ATTEMPTS_PER_BATCH),
             sleep=self._sleeper(stop),
             before_sleep=self._log_retry,
             reraise=True,
@@ -327,9 +371,15 @@ class Uploader:
 
     def _interruptible_sleep(self, seconds: float, stop: threading.Event) -> None:
         deadline = time.monotonic() + seconds
+        beaten = float("-inf")
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            self.beat()  # waiting on purpose is progress for the watchdog
-            stop.wait(min(left, IDLE))
+            if self._nudge.is_set() or self._paused():
+                return  # upload_now(), or paused: this pause is over
+            now = time.monotonic()
+            if now - beaten >= IDLE:
+                self.beat()  # waiting on purpose is progress for the watchdog
+                beaten = now
+            stop.wait(min(left, NUDGE_POLL))
 
     def _backoff_pause(self, stop: threading.Event) -> None:
         self._sleeper(stop)(self.backoff(self._streak))
@@ -374,6 +424,7 @@ class Uploader:
             self.stats.link = status.reason
         link: Link | bool = status.link if status.link is not None else False
         self._link_cache = (now, link)
+        self.last_link = status.link
         return link
 
     def _wait_for_link(self, stop: threading.Event, timeout: float = 60.0) -> None:
@@ -383,10 +434,12 @@ class Uploader:
         self._link_cache = None
         deadline = time.monotonic() + timeout
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if self._nudge.is_set():
+                return  # upload_now(): look again
             self.beat()
             if self.connectivity is None:
-                stop.wait(min(left, IDLE))
-            elif self.connectivity.wait_for_change(min(left, IDLE), stop):
+                stop.wait(min(left, LINK_STEP))
+            elif self.connectivity.wait_for_change(min(left, LINK_STEP), stop):
                 return
 
     def _idle(self, stop: threading.Event, seconds: float) -> None:
