@@ -1,9 +1,13 @@
-"""``bavard obd``: the technician's OBD-II commands, without the service.
+"""``bavard obd``: the technician's OBD-II commands, through the service or directly.
 
-Each opens the adapter itself: ``--port`` for an ELM327 (a serial device or a
-pyserial URL such as ``socket://192.168.0.10:35000``), ``--can`` for native OBD
-on a CAN interface (``--interface``, default socketcan). Stop the service
-first when it holds the same adapter: one adapter answers one client.
+Without ``--port`` or ``--can`` the command goes through the running service
+(its control socket, ``--socket``): the service holds the adapter, and its OBD
+channel (``--channel``, needed only when it has several) asks the vehicle
+between two of its polls. With ``--port`` (an ELM327: a serial device or a
+pyserial URL such as ``socket://192.168.0.10:35000``) or ``--can`` (native
+OBD on a CAN interface, ``--interface``, default socketcan) it opens the
+adapter itself; it refuses an adapter the running service holds (opening it
+would reset the adapter under the service, and both would lose answers).
 
 * ``scan``: the adapter, the protocol, the ECUs and the PIDs each supports;
 * ``read PID...``: current values (``--watch`` repeats until Ctrl-C);
@@ -12,42 +16,63 @@ first when it holds the same adapter: one adapter answers one client.
 * ``vin``: the VIN, whole, and whether it is well formed;
 * ``readiness``: the MIL, the code count and the emission monitors.
 
-``--json`` prints one JSON document (``read --watch``: one per line).
+``--json`` prints one JSON document (``read --watch``: one per line), the same
+one either way (agent.obd.report builds both).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-HELP = "read OBD-II PIDs, trouble codes, VIN and readiness (ELM327 or native CAN)"
+from agent.control.protocol import BAD_ARGS
+from agent.errors import ControlError, ObdAdapterError, ServiceNotRunningError
+
+HELP = "read OBD-II PIDs, trouble codes, VIN and readiness (through the service, or directly)"
 EPILOG = """\
-exit status: 0 done; 1 the adapter or the vehicle did not answer (the message says which);
-2 a bad command line (an unknown PID, --clear without --yes)"""
+where: without --port or --can, through the running service (--socket, --channel);
+with --port (ELM327) or --can (native CAN), directly on the adapter.
+
+exit status: 0 done; 1 the adapter, the vehicle or the service did not answer (the
+message says which); 2 a bad command line (an unknown PID, --clear without --yes,
+a --channel the service does not have)"""
+
+DIRECT_ONLY = ("interface", "extended", "baudrate", "protocol", "timeout")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from agent.control.protocol import default_socket_path
+
     adapter = argparse.ArgumentParser(add_help=False)
-    where = adapter.add_mutually_exclusive_group(required=True)
+    where = adapter.add_mutually_exclusive_group()
     where.add_argument("--port", metavar="PORT",
-                       help="an ELM327: serial device or pyserial URL (socket://HOST:PORT)")
-    where.add_argument("--can", metavar="CHANNEL", help="native OBD on this CAN channel")
-    adapter.add_argument("--interface", default="socketcan",
+                       help="directly on an ELM327: serial device or pyserial URL "
+                            "(socket://HOST:PORT)")
+    where.add_argument("--can", metavar="CHANNEL",
+                       help="directly: native OBD on this CAN channel")
+    adapter.add_argument("--socket", type=Path, default=None, metavar="PATH",
+                         help="the service's control socket (default "
+                              f"{default_socket_path()}; $BAVARD_SOCKET)")
+    adapter.add_argument("--channel", metavar="NAME",
+                         help="through the service: its OBD channel (when it has several)")
+    adapter.add_argument("--interface", default=None,
                          help="python-can interface for --can (default socketcan)")
-    adapter.add_argument("--extended", action="store_true",
+    adapter.add_argument("--extended", action="store_true", default=None,
                          help="--can: 29-bit identifiers (0x18DB33F1)")
     adapter.add_argument("--baudrate", type=int, default=None,
                          help="--port: baud rate (default: tried 38400, 9600, 115200, 500000)")
-    adapter.add_argument("--protocol", default="auto",
+    adapter.add_argument("--protocol", default=None,
                          help="--port: the ELM327's protocol number, 6 = CAN 11-bit "
                               "500 kbit/s (default auto)")
     adapter.add_argument("--timeout", type=float, default=None,
-                         help="seconds to wait for the replies of one request")
+                         help="--port/--can: seconds to wait for the replies of one request")
     adapter.add_argument("--json", action="store_true", help="print JSON")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("scan", parents=[adapter], help="adapter, protocol, ECUs, supported PIDs")
@@ -70,35 +95,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.obd import pids as pid_table
+    from agent.obd import report
 
+    command = f"bavard obd {args.action}"
+    direct = args.port is not None or args.can is not None
     if args.timeout is not None and not args.timeout > 0:
-        print(f"bavard obd {args.action}: --timeout must be above 0", file=sys.stderr)
-        return 2
+        return _usage(f"{command}: --timeout must be above 0")
+    if not direct:
+        given = [f"--{name}" for name in DIRECT_ONLY if getattr(args, name) is not None]
+        if given:
+            return _usage(f"{command}: {', '.join(given)} only with --port or --can (the "
+                          "service talks to its adapter with its own settings)")
+    elif args.channel is not None:
+        return _usage(f"{command}: --channel names the service's channel: drop --port/--can "
+                      "to go through the service")
     if args.action == "read":
         try:
-            pids = [pid_table.lookup(p) for p in args.pids]
-        except KeyError as exc:
-            print(f"bavard obd read: {exc.args[0]}", file=sys.stderr)
-            return 2
-        bitmap = next((p for p in pids if not p.fields), None)
-        if bitmap is not None:
-            print(f"bavard obd read: PID {bitmap.number:02X} ({bitmap.name}) says which PIDs "
-                  "exist: bavard obd scan shows them", file=sys.stderr)
-            return 2
-        args.numbers = list(dict.fromkeys(p.number for p in pids))
+            args.numbers = report.pid_numbers(args.pids)
+        except ValueError as exc:
+            return _usage(f"{command}: {exc}")
         if args.watch and args.interval < 0:
-            print("bavard obd read: --interval must be >= 0", file=sys.stderr)
-            return 2
+            return _usage(f"{command}: --interval must be >= 0")
     if args.action == "dtc" and args.clear and not args.yes:
-        print("bavard obd dtc: --clear erases the stored codes, their freeze frames and the "
-              "readiness monitors' results; add --yes to do it", file=sys.stderr)
-        return 2
-    actions: dict[str, Callable[[Any, argparse.Namespace], int]] = {
-        "scan": _scan, "read": _read, "dtc": _dtc, "vin": _vin, "readiness": _readiness,
-    }
-    with _client(args) as client:  # an ObdError names the port or the interface itself
-        return actions[args.action](client, args)
+        return _usage(f"{command}: --clear erases the stored codes, their freeze frames and "
+                      "the readiness monitors' results; add --yes to do it")
+    action = "clear" if args.action == "dtc" and args.clear else args.action
+    if direct:
+        _refuse_the_services_adapter(args)
+        with _client(args) as client:  # an ObdError names the port or the interface itself
+            return _run(args, action, _direct(client, action, args))
+    with _service(args) as service:
+        try:
+            return _run(args, action, _through(service, action, args))
+        except ControlError as exc:
+            if exc.code != BAD_ARGS:
+                raise
+            return _usage(f"{command}: {exc}")  # --channel or a PID the service refused
+
+
+def _usage(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
+Ask = Callable[[], dict[str, Any]]
+
+
+def _run(args: argparse.Namespace, action: str, ask: Ask) -> int:
+    from agent.obd import report
+
+    done = 0
+    while True:
+        doc = ask()
+        if args.json:
+            print(json.dumps(doc, ensure_ascii=False), flush=True)
+        else:
+            print("\n".join(report.LINES[action](doc)), flush=True)
+            if action == "read" and args.watch:
+                print(flush=True)
+        done += 1
+        if action != "read" or not args.watch or (args.count and done >= args.count):
+            return 0 if report.succeeded(action, doc) else 1
+        time.sleep(args.interval)
+
+
+# -- directly on the adapter ---------------------------------------------------------------
 
 
 @contextmanager
@@ -107,9 +168,11 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
     from agent.obd.client import ObdClient
     from agent.obd.settings import ObdSettings
 
-    settings = ObdSettings(port=args.port, baudrate=args.baudrate, protocol=args.protocol,
-                           interface=args.interface if args.can else None, channel=args.can,
-                           extended=args.extended, timeout=args.timeout)
+    settings = ObdSettings(port=args.port, baudrate=args.baudrate,
+                           protocol=args.protocol or "auto",
+                           interface=(args.interface or "socketcan") if args.can else None,
+                           channel=args.can, extended=bool(args.extended),
+                           timeout=args.timeout)
     transport = open_transport(settings)
     try:
         yield ObdClient(transport)
@@ -117,139 +180,76 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
         transport.close()
 
 
-def _print(args: argparse.Namespace, doc: Any, lines: list[str]) -> None:
-    if args.json:
-        print(json.dumps(doc, ensure_ascii=False))
-    else:
-        print("\n".join(lines))
+def _direct(client: Any, action: str, args: argparse.Namespace) -> Ask:
+    from agent.obd import report
+
+    def note(text: str) -> None:
+        print(text, file=sys.stderr)
+
+    builders: dict[str, Ask] = {
+        "scan": lambda: report.scan(client),
+        "read": lambda: report.read(client, args.numbers, note),
+        "dtc": lambda: report.dtc(client),
+        "clear": lambda: report.clear(client),
+        "vin": lambda: report.vin(client),
+        "readiness": lambda: report.readiness(client),
+    }
+    return builders[action]
 
 
-def _scan(client: Any, args: argparse.Namespace) -> int:
-    from agent.obd import pids as pid_table
-    from agent.obd.client import ecu_name
+def _refuse_the_services_adapter(args: argparse.Namespace) -> None:
+    """ObdAdapterError when the running service holds this adapter: opening it would
+    reset the ELM327 under the service (ATZ), or take its ISO-TP replies on the bus."""
+    from agent.control.client import ControlClient
 
-    transport = client.transport
-    volts = transport.battery_voltage()
-    supported = client.supported(None)
-    doc = {"adapter": transport.description, "protocol": transport.protocol,
-           "battery_voltage": volts,
-           "ecus": {ecu_name(e): sorted(f"{p:02X}" for p in s) for e, s in
-                    sorted(supported.items())}}
-    lines = [f"adapter   {transport.description}", f"protocol  {transport.protocol}"]
-    if volts is not None:
-        lines.append(f"battery   {volts:.1f} V")
-    if not supported:
-        lines.append("no ECU answered 01 00 (ignition off?)")
-    for ecu, have in sorted(supported.items()):
-        known = [pid_table.PIDS[p].name for p in sorted(have)
-                 if p in pid_table.PIDS and pid_table.PIDS[p].fields]
-        lines.append(f"ECU {ecu_name(ecu)}   {len(have)} PIDs supported: "
-                     + " ".join(f"{p:02X}" for p in sorted(have)))
-        if known:
-            lines.append("          " + ", ".join(known))
-    _print(args, doc, lines)
-    return 0 if supported else 1
+    try:
+        with ControlClient.connect(args.socket, timeout=5.0) as service:
+            channels = service.call("obd.channels")["channels"]
+    except ControlError:
+        return  # no service, or one that cannot say: the adapter is ours to try
+    for ch in channels:
+        same = (_same_port(ch.get("port"), args.port) if args.port is not None
+                else ch.get("can_channel") == args.can)
+        if same:
+            drop = "--port" if args.port is not None else "--can"
+            raise ObdAdapterError(
+                f"the running service holds {ch['where']} (its channel {ch['name']}): it is "
+                f"busy; drop {drop} to go through the service, or stop it first "
+                "(systemctl stop bavard)")
 
 
-def _read(client: Any, args: argparse.Namespace) -> int:
-    from agent.obd import pids as pid_table
-    from agent.obd.client import decode_mode01, ecu_name, refused
-
-    numbers = args.numbers
-    per_request = 6 if client.transport.is_can else 1
-    done = 0
-    while True:
-        values: dict[str, dict[str, Any]] = {}
-        for reply in client.read_all(numbers, per_request=per_request):
-            if refused(reply):
-                continue
-            try:
-                decoded = decode_mode01(reply)
-            except ValueError as exc:
-                print(f"ECU {ecu_name(reply.ecu)}: {exc}", file=sys.stderr)
-                continue
-            for name, value in decoded.items():
-                values.setdefault(name, {"value": value, "ecu": ecu_name(reply.ecu)})
-        units = {f.name: f.unit for n in numbers for f in pid_table.PIDS[n].fields}
-        missing = [f.name for n in numbers for f in pid_table.PIDS[n].fields
-                   if f.name not in values]
-        if args.json:
-            doc = {name: {**v, "unit": units.get(name, "")} for name, v in values.items()}
-            print(json.dumps({"time": time.time(), "values": doc, "no_data": missing}),
-                  flush=True)
-        else:
-            for name, v in values.items():
-                value = v["value"]
-                shown = f"{value:g}" if isinstance(value, float) else str(value)
-                print(f"{name:28s} {shown:>10s} {units.get(name, ''):6s} (ECU {v['ecu']})")
-            for name in missing:
-                print(f"{name:28s} {'NO DATA':>10s}")
-            if args.watch:
-                print(flush=True)
-        done += 1
-        if not args.watch or (args.count and done >= args.count):
-            return 0 if values else 1
-        time.sleep(args.interval)
+def _same_port(theirs: str | None, ours: str) -> bool:
+    if theirs is None:
+        return False
+    if "://" in theirs or "://" in ours:
+        return theirs == ours
+    return os.path.realpath(theirs) == os.path.realpath(ours)
 
 
-def _dtc(client: Any, args: argparse.Namespace) -> int:
-    from agent.obd import dtc as dtcs
-    from agent.obd.client import ecu_name
-
-    if args.clear:
-        cleared = [ecu_name(e) for e in client.clear()]
-        line = (f"cleared by ECU {', '.join(cleared)}" if cleared
-                else "no ECU confirmed the clear (ignition on, engine off?)")
-        _print(args, {"cleared": cleared}, [line])
-        return 0 if cleared else 1
-    found = client.all_dtcs()
-    doc: dict[str, list[dict[str, Any]]] = {}
-    lines = []
-    for kind, by_ecu in found.items():
-        doc[kind] = []
-        for ecu, codes in sorted(by_ecu.items()):
-            for code in codes:
-                about = dtcs.describe(code)
-                doc[kind].append({"code": code, "ecu": ecu_name(ecu), "description": about,
-                                  "category": dtcs.category(code)})
-                lines.append(f"{kind:9s} {code}  ECU {ecu_name(ecu)}  "
-                             f"{about or dtcs.category(code)}")
-    if not lines:
-        lines.append("no trouble codes")
-    _print(args, doc, lines)
-    return 0
+# -- through the service ---------------------------------------------------------------------
 
 
-def _vin(client: Any, args: argparse.Namespace) -> int:
-    from agent.obd.vin import vin_problems
+@contextmanager
+def _service(args: argparse.Namespace) -> Iterator[Any]:
+    from agent.control.client import ControlClient
 
-    vin = client.vin()
-    problems = vin_problems(vin) if vin else []
-    _print(args, {"vin": vin, "problems": problems},
-           [vin or "no ECU gave a VIN"] + [f"note: {p}" for p in problems])
-    return 0 if vin else 1
+    try:
+        service = ControlClient.connect(args.socket)
+    except ServiceNotRunningError as exc:
+        raise ServiceNotRunningError(
+            f"{exc}; or talk to the adapter directly with --port PORT (ELM327) or "
+            "--can CHANNEL (native CAN)") from None
+    with service:
+        yield service
 
 
-def _readiness(client: Any, args: argparse.Namespace) -> int:
-    from agent.obd.client import ecu_name
+def _through(service: Any, action: str, args: argparse.Namespace) -> Ask:
+    command = "dtc" if action == "clear" else action
+    extra: dict[str, Any] = {"clear": True} if action == "clear" else {}
+    if action == "read":
+        extra["pids"] = list(args.pids)
 
-    found = client.readiness(None)
-    doc = {}
-    lines = []
-    for ecu, state in sorted(found.items()):
-        doc[ecu_name(ecu)] = {
-            "mil": state.mil, "dtc_count": state.dtc_count,
-            "ignition": "compression" if state.compression else "spark",
-            "monitors": {m.name: {"supported": m.supported, "complete": m.complete}
-                         for m in state.monitors},
-        }
-        lines.append(f"ECU {ecu_name(ecu)}: MIL {'ON' if state.mil else 'off'}, "
-                     f"{state.dtc_count} codes, "
-                     f"{'compression' if state.compression else 'spark'} ignition")
-        for m in state.monitors:
-            if m.supported:
-                lines.append(f"  {m.name:32s} {'complete' if m.complete else 'NOT complete'}")
-    if not lines:
-        lines.append("no ECU answered 01 01")
-    _print(args, doc, lines)
-    return 0 if found else 1
+    def ask() -> dict[str, Any]:
+        return service.call(f"obd.{command}", channel=args.channel, **extra)
+
+    return ask

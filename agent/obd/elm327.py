@@ -111,11 +111,16 @@ class Elm327:
     @classmethod
     def open(cls, port: str, **kw: Any) -> Elm327:
         """Open ``port``, find the adapter and the vehicle; see the class for ``kw``.
-        Raises ObdAdapterError (no adapter there) or ObdVehicleError (no vehicle)."""
+        Raises ObdAdapterError (no adapter there) or ObdVehicleError (no vehicle).
+        ``vehicle`` False: the adapter only (``bavard doctor`` reads its voltage
+        whether a vehicle answers or not); :meth:`find_vehicle` does the rest."""
+        vehicle = bool(kw.pop("vehicle", True))
         self = cls(port, **kw)
         try:
             self._open_port()
             self._initialise()
+            if vehicle:
+                self.find_vehicle()
         except BaseException:
             self.close()
             raise
@@ -182,9 +187,8 @@ class Elm327:
         st = max(1, min(255, round(self.elm_timeout_ms / 4)))  # ATST counts 4 ms steps
         caps.set_timeout = self._at(f"ATST{st:02X}", required=False) is not None
         self._at(f"ATSP{self._wanted_protocol}")
-        self._first_request()
 
-    def _first_request(self) -> None:
+    def find_vehicle(self) -> None:
         """``0100`` with the adapter's default (functional) header: the adapter
         searches the protocol; then ``ATDPN`` says which one it found."""
         found, _ = self._exchange("0100", self.search_timeout)

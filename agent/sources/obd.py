@@ -31,6 +31,10 @@ answer at all for ``SILENT_SECONDS``) is waited for the same way. Each such
 stretch counts as a gap in ``stats`` (the service turns gaps into ``bus.down``
 and ``bus.up`` events); :class:`ObdStats` counts the rest.
 
+While the vehicle answers, the technician's ``bavard obd`` commands reach the
+adapter through the service: :attr:`ObdSource.requests`
+(agent.sources.obd_requests) runs them in this source's thread between two polls.
+
 Time: ``clock`` (monotonic) schedules, ``wall`` stamps frames and events.
 """
 
@@ -62,6 +66,7 @@ from agent.obd.transport import (
     physical_request_id,
 )
 from agent.sources.base import Source
+from agent.sources.obd_requests import RequestQueue
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +119,8 @@ class ObdSource(Source):
         self._known_dtcs, self._mil = _recall(memory)
         self._gap_started: float | None = None
         self.scheduler: PollScheduler | None = None
+        #: the technician's requests, run with this source's client (bavard obd)
+        self.requests = RequestQueue(name)
 
     @property
     def where(self) -> str:
@@ -131,20 +138,24 @@ class ObdSource(Source):
     def _frames(self, stop: threading.Event) -> Iterator[Frame]:
         delay = self.backoff[0]
         while not stop.is_set():
+            self.requests.disconnected(f"connecting to the adapter ({self.where})")
             try:
                 transport = self._open()
             except ObdError as exc:
-                self._failed(exc)
+                self._failed(exc, delay)
             else:
                 try:
                     for frame in self._session(transport, stop):
                         delay = self.backoff[0]
                         yield frame
                 except ObdError as exc:
-                    self._failed(exc)
+                    self._failed(exc, delay)
                 finally:
+                    if self.requests.state[0]:  # ended by a stop or a bug, not a fault
+                        self.requests.disconnected("the session with the vehicle ended")
                     self._close_transport()
             if stop.is_set():
+                self.requests.disconnected("the service is stopping this channel")
                 return
             if self.on_idle is not None:
                 self.on_idle()
@@ -171,18 +182,19 @@ class ObdSource(Source):
         if transport is not None:
             transport.close()
 
-    def _failed(self, exc: ObdError) -> None:
+    def _failed(self, exc: ObdError, delay: float) -> None:
         vehicle = isinstance(exc, ObdVehicleError)
         if vehicle:
             self.obd.vehicle_errors += 1
         else:
             self.obd.adapter_errors += 1
+        what = "the vehicle does not answer" if vehicle else "adapter fault"
+        self.requests.disconnected(f"{what}: {exc}; trying again in {delay:g} s")
         stats = self.stats
         if not stats.in_gap:
             stats.gaps += 1
             stats.in_gap = True
             self._gap_started = self.clock()
-            what = "the vehicle does not answer" if vehicle else "adapter fault"
             log.warning("%s: %s (%s): %s; trying again with backoff", self.name, what,
                         self.where, exc)
         else:
@@ -204,6 +216,7 @@ class ObdSource(Source):
             raise ObdVehicleError(f"{self.where}: no ECU answered 01 00{self._voltage_note()}")
         self.obd.connects += 1
         self._answering()
+        self.requests.connected(client)
         engine = next((supported[e] for e in ENGINE_REPLIES if e in supported),
                       set().union(*supported.values()))
         periods = {}
@@ -229,6 +242,8 @@ class ObdSource(Source):
         last_answer = self.clock()
         silent = 0
         while not stop.is_set():
+            if self.requests.serve(client):  # the technician's, between two polls
+                next_dtc = self.clock()  # the codes were cleared: say so soon
             now = self.clock()
             if now >= next_dtc:
                 yield from self._check_dtcs(client)
@@ -237,7 +252,8 @@ class ObdSource(Source):
             if not numbers:
                 if self.on_idle is not None:
                     self.on_idle()
-                stop.wait(min(wait, max(0.0, next_dtc - self.clock()), 1.0))
+                self.requests.wait(stop, min(wait, max(0.0, next_dtc - self.clock()), 1.0),
+                                   self.clock)
                 continue
             replies = self._ask(client, scheduler, numbers)
             now = self.clock()
