@@ -8,7 +8,8 @@ usage: scripts/uninstall.sh [--purge] [--help]
 
 Reverses scripts/install.sh: stops and disables bavard.service and every
 bavard-can@IFACE.service, removes the unit files, the .network file, the
-virtualenv /opt/bavard and the system user "bavard".
+virtualenv /opt/bavard, the shell completion, the man page and the system
+user "bavard".
 
 Keeps the configuration /etc/bavard and the buffer /var/lib/bavard (data not
 uploaded yet) unless --purge is given; with --purge also removes those and
@@ -80,6 +81,9 @@ remove "$UNIT_DIR/bavard.service"
 remove "$UNIT_DIR/bavard-can@.service"
 remove /etc/systemd/network/80-bavard-can0.network
 remove /opt/bavard
+remove /usr/share/bash-completion/completions/bavard
+remove /usr/share/zsh/vendor-completions/_bavard
+remove /usr/local/share/man/man1/bavard.1
 
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
