@@ -6,6 +6,9 @@
 #   systemd         systemd-analyze, for the unit's security exposure
 #   can-utils       canplayer/cansend for the vcan tier
 #   iproute2        network namespaces for the connectivity tests
+#   tmux            a real terminal for bavard live's full-screen view
+#   zsh             bavard completion zsh, checked in a real zsh
+#   groff-base, man-db   bavard man, rendered with warnings on
 # and where this kernel has no vcan module, the kernels of the vcan tier
 # (scripts/vcan_run.sh):
 #   user-mode-linux, busybox-static   User-Mode Linux
@@ -45,6 +48,10 @@ test_deps_install() {
   command -v systemd-analyze >/dev/null || need+=(systemd)
   command -v canplayer >/dev/null || need+=(can-utils)
   command -v ip >/dev/null || need+=(iproute2)
+  command -v tmux >/dev/null || need+=(tmux)
+  command -v zsh >/dev/null || need+=(zsh)
+  command -v groff >/dev/null || need+=(groff-base)
+  command -v man >/dev/null || need+=(man-db)
   # a kernel with vcan: this one's (a Pi, a laptop: modprobe vcan), else UML, else QEMU
   [ -e /sys/class/net/vcan0 ] || modinfo vcan >/dev/null 2>&1 || no_vcan=1
   if [ "$no_vcan" = 1 ]; then

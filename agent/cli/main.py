@@ -29,6 +29,19 @@ COMMANDS: dict[str, str] = {
     "receive": "agent.cli.receive_cmd",
     "obd": "agent.cli.obd_cmd",
     "run": "agent.cli.run_cmd",
+    # the technician's console: through the running service's control socket
+    "status": "agent.cli.status_cmd",
+    "live": "agent.cli.live_cmd",
+    "record": "agent.cli.record_cmd",
+    "doctor": "agent.cli.doctor_cmd",
+    "upload": "agent.cli.upload_cmd",
+    "pause": "agent.cli.pause_cmd",
+    "resume": "agent.cli.resume_cmd",
+    "dbc": "agent.cli.dbc_cmd",
+    "export": "agent.cli.export_cmd",
+    "plot": "agent.cli.plot_cmd",
+    "completion": "agent.cli.completion_cmd",
+    "man": "agent.cli.man_cmd",
 }
 
 
