@@ -62,20 +62,6 @@ from agent.frames import Sample
 from agent.pipeline import Pipeline
 from agent.store import Store, StoreConfig
 
-CONFIG = """
-[[channels]]
-name = "can0"
-log = "{log}"
-dbc = "{dbc}"
-speed = 0
-
-[selection]
-exclude = ["*Counter*", "*Checksum*"]
-
-[[signals]]
-match = "*"
-on_change = true
-"""
 CONDITIONS = ("alone", "stuck", "reader")
 TITLES = {"alone": "(1) no control server",
           "stuck": "(2) two stuck subscribers (frames, samples), never read",
@@ -304,7 +290,7 @@ def main() -> int:
         workdir = Path(tmp)
         log = workdir / "drive.log"
         total = repeat_log(benchlib.SAMPLE_DRIVE.log, args.repeat, log)
-        text = CONFIG.format(log=log, dbc=benchlib.SAMPLE_DRIVE.dbc)
+        text = benchlib.REPLAY_CONFIG.format(log=log, dbc=benchlib.SAMPLE_DRIVE.dbc)
         results: dict[str, list[Outcome]] = {c: [] for c in CONDITIONS}
         reference: list[Sample] | None = None  # what (1) stored, in the first round
         for n in range(args.rounds):

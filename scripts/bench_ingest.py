@@ -36,21 +36,6 @@ from agent.frames import Frame, Sample
 from agent.pipeline import Pipeline
 from agent.store import Store, StoreConfig
 
-CONFIG = """
-[[channels]]
-name = "can0"
-log = "{log}"
-dbc = "{dbc}"
-speed = 0
-
-[selection]
-exclude = ["*Counter*", "*Checksum*"]
-
-[[signals]]
-match = "*"
-on_change = true
-"""
-
 
 def cantools_seconds(db: Any, frames: list[Frame]) -> float:
     run = benchlib.cantools_plain(db, frames)()
@@ -61,7 +46,8 @@ def cantools_seconds(db: Any, frames: list[Frame]) -> float:
 
 def bavard_seconds(case: Case, check: bool) -> tuple[int, list[Sample] | None, int, float]:
     """frames in, what the store holds (when ``check``), samples stored, seconds."""
-    config = parse_config(CONFIG.format(log=case.log, dbc=case.dbc), base_dir=benchlib.ROOT)
+    config = parse_config(benchlib.REPLAY_CONFIG.format(log=case.log, dbc=case.dbc),
+                          base_dir=benchlib.ROOT)
     with tempfile.TemporaryDirectory() as state:
         store = Store(StoreConfig(state_dir=Path(state))).start()
         try:

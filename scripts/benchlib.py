@@ -26,6 +26,22 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# a replay of {log} as fast as possible through {dbc}, every signal on change, counters
+# and checksums left out: the service's ingest path, for bench_ingest and bench_control
+REPLAY_CONFIG = """
+[[channels]]
+name = "can0"
+log = "{log}"
+dbc = "{dbc}"
+speed = 0
+
+[selection]
+exclude = ["*Counter*", "*Checksum*"]
+
+[[signals]]
+match = "*"
+on_change = true
+"""
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
