@@ -264,14 +264,15 @@ class Pipeline:
                 kept = []
                 values = 0  # decoded[4] is Decoded.values: an index costs less per frame
                 if tap is not None and tap.sampling:
-                    show = tap.decoded
+                    shown = []  # handed to the tap once for the chunk
                     for frame in frames:
                         decoded = decode(frame)
                         if decoded is not None:
                             values += len(decoded[4])
                             some = keep(decoded)
                             kept.extend(some)
-                            show(decoded, some)
+                            shown.append((decoded, some))
+                    tap.decoded(shown, values)
                 else:
                     for frame in frames:
                         decoded = decode(frame)

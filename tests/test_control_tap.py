@@ -104,7 +104,7 @@ def test_samples_carry_what_the_policy_keeps(frames: list[Frame]) -> None:
     pedal = tap.subscribe("samples", channel="can0", signals="BrakePedalSwitch")
     elsewhere = tap.subscribe("samples", channel="can1")
     for decoded, kept in records:
-        tap.decoded(decoded, kept)
+        tap.decoded([(decoded, kept)], len(decoded.values))
     assert not elsewhere.queue and elsewhere.appended == 0
     items = brake.items(brake.take(10**6))
     expected = [(d.timestamp, info.name, d.values[i],
@@ -133,7 +133,7 @@ def test_samples_of_obd_replies() -> None:
     tap = Tap()
     sub = tap.subscribe("samples", channel="obd")
     for decoded, kept in decode_all(decoder, rules, replies):
-        tap.decoded(decoded, kept)
+        tap.decoded([(decoded, kept)], len(decoded.values))
     items = sub.items(sub.take(100))
     assert [(i["t"], i["msg"], i["sig"], i["v"], i["unit"], i["label"], i["kept"])
             for i in items] == [
@@ -150,7 +150,7 @@ def test_a_value_that_is_not_a_number_is_null() -> None:
     sub = tap.subscribe("samples")
     for value in (math.nan, math.inf, 1.5):
         decoded = Decoded(1.0, "can0", "Fuel", (info,), (value,), None, None)
-        tap.decoded(decoded, [])
+        tap.decoded([(decoded, [])], 1)
     assert [i["v"] for i in sub.items(sub.take(10))] == [None, None, 1.5]
 
 
@@ -161,7 +161,7 @@ def test_samples_beyond_the_depth_are_dropped_and_counted(frames: list[Frame]) -
     every = tap.subscribe("samples")
     some = tap.subscribe("samples", signals="Engine*")  # EngineSpeed, EngineLoad, ...
     for decoded, kept in records:
-        tap.decoded(decoded, kept)
+        tap.decoded([(decoded, kept)], len(decoded.values))
     total = sum(len(d.values) for d, _ in records)
     assert every.appended + every.dropped == total
     assert 100 <= every.appended < 100 + 8  # one record may cross the depth
@@ -238,5 +238,5 @@ def test_the_pipeline_counts_samples_and_feeds_its_tap(rules: str) -> None:
     assert run(tapped) == alone  # what the tap sees changes nothing
     assert frames_sub.appended == tapped.frames_in == 84_240
     assert samples_sub.appended == tapped.samples_decoded == bare.samples_decoded
-    kept = sum(1 for entry in samples_sub.take(10**7) for _ in entry[1])
+    kept = sum(len(some) for chunk in samples_sub.take(10**7) for _, some in chunk)
     assert kept == len(alone)

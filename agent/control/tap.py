@@ -3,17 +3,19 @@
 The pipeline's consumer thread must not slow down for a technician's laptop, so
 the tap does almost nothing there: with nobody subscribed the pipeline reads
 :attr:`Tap.active` once per chunk and calls nothing; with subscribers it hands
-over *references* (a chunk of frames, a decoded record with the samples the
-policy kept, a list of events) that each :class:`Subscription` appends to its
-own bounded queue. No dictionary is built and no JSON is written on that
-thread: the control server's thread takes the references, turns them into the
-protocol's items (docs/control.md), filters them and writes them.
+over *references*, once per chunk (a chunk of frames, a chunk's decoded records
+each with the samples the policy kept of it, a list of events), that each
+:class:`Subscription` appends to its own bounded queue. No dictionary is built
+and no JSON is written on that thread: the control server's thread takes the
+references, turns them into the protocol's items (docs/control.md), filters
+them and writes them.
 
 Overflow: a subscription holds at most :data:`DEPTH` items (frames, samples or
 events) that its peer has not been sent yet; what comes while it is full is
 dropped and counted in :attr:`Subscription.dropped`, per subscription. A peer
 that stopped reading thus costs the pipeline one comparison and one addition
-per record, whatever it subscribed to.
+per chunk (and one lookup per record for a samples subscription with a glob),
+whatever it subscribed to.
 
 Threads: each subscription's queue has one feeding side and one taking side,
 and each counter one writer (``appended`` and ``dropped``: the feeding side,
@@ -44,8 +46,9 @@ class Subscription:
     """One peer's subscription: its filter, its bounded queue and its counters.
 
     Queue entries, by topic: ``frames``: a chunk of one channel's frames (the
-    pipeline's own list); ``samples``: ``(decoded, kept)``, a decoded record and
-    the samples the policy kept of it; ``events``: a list of events.
+    pipeline's own list); ``samples``: a chunk's ``(decoded, kept)`` pairs, each a
+    decoded record and the samples the policy kept of it; ``events``: a list of
+    events.
     """
 
     __slots__ = ("_selections", "appended", "channel", "depth", "dropped", "globs", "queue",
@@ -104,7 +107,7 @@ class Subscription:
                     for batch in entries for e in batch]
         out: list[dict[str, Any]] = []
         isfinite = math.isfinite
-        for decoded, kept in entries:
+        for decoded, kept in (pair for chunk in entries for pair in chunk):
             ts, channel, message, infos, values, labels, _ = decoded
             # the policy keeps a subset of the record's signals, in their order
             names = None if len(kept) == len(values) else {s[3] for s in kept}
@@ -118,8 +121,9 @@ class Subscription:
 
     def size(self, entry: Any) -> int:
         """Items in a queue entry of the samples topic (what it counted as)."""
-        decoded = entry[0]
-        return len(decoded[4]) if self.globs is None else len(self.selected(decoded[3]))
+        if self.globs is None:
+            return sum(len(decoded[4]) for decoded, _ in entry)
+        return sum(len(self.selected(decoded[3])) for decoded, _ in entry)
 
 
 class Tap:
@@ -159,19 +163,27 @@ class Tap:
                 sub.queue.append(frames)
                 sub.appended += n
 
-    def decoded(self, decoded: Decoded, kept: list[Sample]) -> None:
-        """One decoded frame (a record of either decoder) and the samples of it that the
-        policy keeps (a subset of its signals, in their order)."""
+    def decoded(self, records: list[tuple[Decoded, list[Sample]]], values: int) -> None:
+        """A chunk's decoded frames (records of either decoder, all of one channel), each
+        with the samples of it that the policy keeps (a subset of its signals, in their
+        order); ``values``: how many signal values the records hold in all."""
+        if not records:
+            return
+        channel = records[0][0][1]
         for sub in self._samples:
-            if sub.channel is not None and sub.channel != decoded[1]:
+            if sub.channel is not None and sub.channel != channel:
                 continue
-            n = len(decoded[4]) if sub.globs is None else len(sub.selected(decoded[3]))
+            if sub.globs is None:
+                n = values
+            else:
+                selected = sub.selected
+                n = sum(len(selected(decoded[3])) for decoded, _ in records)
             if not n:
                 continue
             if sub.appended - sub.taken >= sub.depth:
                 sub.dropped += n
             else:
-                sub.queue.append((decoded, kept))
+                sub.queue.append(records)
                 sub.appended += n
 
     def events(self, events: list[Event]) -> None:
