@@ -242,12 +242,14 @@ class ObdSource(Source):
         last_answer = self.clock()
         silent = 0
         while not stop.is_set():
-            if self.requests.serve(client):  # the technician's, between two polls
-                next_dtc = self.clock()  # the codes were cleared: say so soon
-            now = self.clock()
-            if now >= next_dtc:
+            if self.clock() >= next_dtc:
                 yield from self._check_dtcs(client)
                 next_dtc = self.clock() + self.settings.dtc_interval
+            # the technician's requests, between two polls; never before the first look
+            # at the codes, so that a clear is always seen to clear something
+            if self.requests.serve(client):
+                next_dtc = self.clock()  # the codes may have been cleared: say so now
+                continue
             numbers, wait = scheduler.next()
             if not numbers:
                 if self.on_idle is not None:
