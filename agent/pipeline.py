@@ -222,6 +222,7 @@ class Pipeline:
         running = len(threads)
         decoders = [ch.decoder.decode for ch in self.channels]
         raw = [ch.config.mode == "raw" for ch in self.channels]
+        names = [ch.config.name for ch in self.channels]
         keep = self.rules.filter_decoded
         try:
             while running:
@@ -263,7 +264,7 @@ class Pipeline:
                 decode = decoders[index]
                 kept = []
                 values = 0  # decoded[4] is Decoded.values: an index costs less per frame
-                if tap is not None and tap.sampling:
+                if tap is not None and tap.sampling and tap.room(names[index]):
                     shown = []  # handed to the tap once for the chunk
                     for frame in frames:
                         decoded = decode(frame)
@@ -273,6 +274,15 @@ class Pipeline:
                             kept.extend(some)
                             shown.append((decoded, some))
                     tap.decoded(shown, values)
+                elif tap is not None and tap.sampling:  # its subscribers are full: count
+                    signal_sets = []  # the decoders' own tuples: nothing new is held
+                    for frame in frames:
+                        decoded = decode(frame)
+                        if decoded is not None:
+                            values += len(decoded[4])
+                            signal_sets.append(decoded[3])
+                            kept.extend(keep(decoded))
+                    tap.overflow(names[index], values, signal_sets)
                 else:
                     for frame in frames:
                         decoded = decode(frame)

@@ -240,3 +240,24 @@ def test_the_pipeline_counts_samples_and_feeds_its_tap(rules: str) -> None:
     assert samples_sub.appended == tapped.samples_decoded == bare.samples_decoded
     kept = sum(len(some) for chunk in samples_sub.take(10**7) for _, some in chunk)
     assert kept == len(alone)
+
+
+def test_full_subscriptions_are_counted_without_holding_records() -> None:
+    """Once no samples subscription has room, the pipeline keeps nothing for the tap and
+    only counts (Tap.overflow): what each would have received, sent or dropped, is the
+    same as with room to spare, glob included."""
+    text = CONFIG.format(log=SAMPLE, dbc=DBC, rules="")
+    roomy = Pipeline.from_config(parse_config(text, base_dir=ROOT))
+    roomy.tap = Tap(depth=10**7)
+    engine_all = roomy.tap.subscribe("samples", signals="Engine*")
+    alone = run(roomy)
+
+    full = Pipeline.from_config(parse_config(text, base_dir=ROOT))
+    full.tap = tap = Tap(depth=100)
+    every, engine = tap.subscribe("samples"), tap.subscribe("samples", signals="Engine*")
+    assert run(full) == alone
+    assert not tap.room("can0")
+    # at most one chunk (512 frames, a few signals each) over the depth
+    assert every.appended < 100 + 512 * 16 and engine.appended < 100 + 512 * 16
+    assert every.appended + every.dropped == full.samples_decoded == SAMPLE_SIGNALS
+    assert engine.appended + engine.dropped == engine_all.appended > 0

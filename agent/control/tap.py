@@ -15,7 +15,10 @@ events) that its peer has not been sent yet; what comes while it is full is
 dropped and counted in :attr:`Subscription.dropped`, per subscription. A peer
 that stopped reading thus costs the pipeline one comparison and one addition
 per chunk (and one lookup per record for a samples subscription with a glob),
-whatever it subscribed to.
+whatever it subscribed to; and while no samples subscription has room
+(:meth:`Tap.room`), the pipeline holds no decoded record for the tap: a
+chunk's records held until its end cost it about a fifth of its speed in the
+garbage collector's passes (scripts/bench_control.py).
 
 Threads: each subscription's queue has one feeding side and one taking side,
 and each counter one writer (``appended`` and ``dropped``: the feeding side,
@@ -185,6 +188,27 @@ class Tap:
             else:
                 sub.queue.append(records)
                 sub.appended += n
+
+    def room(self, channel: str) -> bool:
+        """Whether a samples subscription of ``channel`` can take more now. When none can,
+        the pipeline keeps nothing of a chunk for the tap (it only counts with
+        :meth:`overflow`): held records would cost it the garbage collector's passes."""
+        return any(sub.appended - sub.taken < sub.depth for sub in self._samples
+                   if sub.channel is None or sub.channel == channel)
+
+    def overflow(self, channel: str, values: int,
+                 signal_sets: list[tuple[SignalInfo, ...]]) -> None:
+        """A chunk of ``channel`` that no samples subscription had room for: ``values``
+        signal values in all, ``signal_sets`` the signals of each decoded record (the
+        decoders' own tuples), counted as dropped by each subscription."""
+        for sub in self._samples:
+            if sub.channel is not None and sub.channel != channel:
+                continue
+            if sub.globs is None:
+                sub.dropped += values
+            else:
+                selected = sub.selected
+                sub.dropped += sum(len(selected(signals)) for signals in signal_sets)
 
     def events(self, events: list[Event]) -> None:
         """Events the pipeline's sources noticed, or the daemon's own."""
