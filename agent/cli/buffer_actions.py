@@ -14,7 +14,6 @@ import argparse
 import time
 from typing import Any
 
-from agent.cli.buffer_cmd import _bytes
 from agent.cli.service_access import (
     connect,
     has_buffer,
@@ -25,6 +24,7 @@ from agent.cli.service_access import (
 )
 from agent.errors import BavardError, ServiceNotRunningError, StoreError
 from agent.store import DB_NAME, Kind, Store, read_stats_file
+from agent.units import human_bytes
 
 KINDS = {kind.label: kind for kind in Kind}
 REFUSED = 2  # purge without --yes
@@ -49,12 +49,12 @@ def run_action(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     elif args.action == "purge":
-        print(f"purged {result['items']:,} {result['class']} ({_bytes(result['bytes'])})"
+        print(f"purged {result['items']:,} {result['class']} ({human_bytes(result['bytes'])})"
               + (f"; {result['in_flight']:,} left, being uploaded" if result["in_flight"]
                  else ""))
     else:
         print(f"moved {result['batches']:,} dead-letter batches ({result['items']:,} items, "
-              f"{_bytes(result['bytes'])}) back for upload")
+              f"{human_bytes(result['bytes'])}) back for upload")
     return 0
 
 
@@ -106,7 +106,7 @@ def _refuse(args: argparse.Namespace, buffer: dict[str, Any] | None, command: st
     if args.json:
         print_json({"done": False, "class": args.kind, "items": c["items"],
                     "bytes": c["bytes"], "inflight_batches": flying})
-    note(command, f"would delete {c['items']:,} {args.kind} ({_bytes(c['bytes'])}) of "
+    note(command, f"would delete {c['items']:,} {args.kind} ({human_bytes(c['bytes'])}) of "
                   f"{buffer['path']}" + (", less the batch being uploaded" if flying else "")
          + f": add --yes to delete them (bavard buffer purge --class {args.kind} --yes)")
     return REFUSED

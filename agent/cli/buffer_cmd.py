@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agent.errors import StoreError
 from agent.store import DB_NAME, DEFAULT_STATE_DIR, BufferStats, read_stats_file
+from agent.units import human_bytes
 
 HELP = "show the local buffer: depth per class, oldest item, quota, evictions, dead letters"
 EPILOG = """actions: purge --class events|samples|frames --yes, retry-dead-letters (see ACTION -h)
@@ -83,20 +84,20 @@ def _check_there(state_dir: Path) -> None:
 
 def render(stats: BufferStats) -> str:
     lines = [f"buffer {stats.path}"]
-    used = f"used {_bytes(stats.used_bytes)}"
+    used = f"used {human_bytes(stats.used_bytes)}"
     if stats.quota_bytes:
-        used += (f" of {_bytes(stats.quota_bytes)} quota "
+        used += (f" of {human_bytes(stats.quota_bytes)} quota "
                  f"({100 * stats.used_bytes / stats.quota_bytes:.1f}%)")
-    lines.append(f"  {used}; data {_bytes(stats.live_bytes)}; oldest item "
+    lines.append(f"  {used}; data {human_bytes(stats.live_bytes)}; oldest item "
                  f"{_age(stats.oldest_age)} ago" if stats.oldest_age is not None
                  else f"  {used}; empty")
     header = ("class", "items", "bytes", "oldest", "in batch", "evicted", "expired",
               "dropped", "uploaded")
     rows = [header]
     for name, c in stats.classes.items():
-        rows.append((name, str(c.items), _bytes(c.bytes), _age(c.oldest_age), str(c.in_batches),
-                     str(c.evicted), str(c.expired), str(c.dropped_queue + c.dropped_full),
-                     str(c.acked)))
+        rows.append((name, str(c.items), human_bytes(c.bytes), _age(c.oldest_age),
+                     str(c.in_batches), str(c.evicted), str(c.expired),
+                     str(c.dropped_queue + c.dropped_full), str(c.acked)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         lines.append("  " + "  ".join(
@@ -107,22 +108,13 @@ def render(stats: BufferStats) -> str:
         lines.append("  purged by hand: " + ", ".join(f"{n} {name}"
                                                      for name, n in purged.items()))
     lines.append(f"  dead letters: {stats.dead_letter_batches} batches, "
-                 f"{stats.dead_letter_items} items, {_bytes(stats.dead_letter_bytes)}")
+                 f"{stats.dead_letter_items} items, {human_bytes(stats.dead_letter_bytes)}")
     full = stats.counters.get("disk_full", 0)
     if full:
         lines.append(f"  disk full: {full} failed commits")
     if stats.corrupt_files:
         lines.append(f"  corrupt databases moved aside: {', '.join(stats.corrupt_files)}")
     return "\n".join(lines)
-
-
-def _bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError  # pragma: no cover
 
 
 def _age(seconds: float | None) -> str:

@@ -37,6 +37,7 @@ from types import FrameType
 from typing import Any
 
 from agent.errors import ReceiverError
+from agent.units import human_bytes
 
 HELP = "receive uploaded batches over HTTP(S) or MQTT into SQLite, or summarise what arrived"
 DEFAULT_DIR = "received"
@@ -169,7 +170,7 @@ def render(summary: Any) -> str:
         name = v.vehicle or "(unreadable batches)"
         lines.append("")
         lines.append(f"vehicle {name}")
-        lines.append(f"  {v.batches} batches ({_bytes(v.bytes)}), {v.samples} samples, "
+        lines.append(f"  {v.batches} batches ({human_bytes(v.bytes)}), {v.samples} samples, "
                      f"{v.events} events, {v.frames} frames; {_counts(v.counters)}")
         if v.first is not None:
             lines.append(f"  from {_time(v.first)} to {_time(v.last)}")
@@ -208,12 +209,3 @@ def _number(x: int | float | None) -> str:
     if isinstance(x, float) and math.isfinite(x):
         return f"{x:.10g}"
     return str(x)
-
-
-def _bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"

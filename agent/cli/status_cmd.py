@@ -17,7 +17,7 @@ import argparse
 import time
 from typing import Any
 
-from agent.cli.buffer_cmd import _age, _bytes
+from agent.cli.buffer_cmd import _age
 from agent.cli.buffer_cmd import render as render_buffer
 from agent.cli.service_access import (
     NO_SERVICE,
@@ -32,6 +32,7 @@ from agent.cli.service_access import (
 from agent.cli.sparkline import sparkline
 from agent.errors import ServiceNotRunningError, StoreError
 from agent.store import DB_NAME, BufferStats, ClassStats, read_stats_file
+from agent.units import human_bytes
 
 HELP = "the running service: sources, decoding, buffer, uploads, link, watchdog"
 EPILOG = f"""\
@@ -179,7 +180,7 @@ def _upload(up: dict[str, Any] | None) -> list[str]:
     last = ("never" if up["last_upload_age_s"] is None
             else f"{_age(up['last_upload_age_s'])} ago")
     out.append(f"  to {up['endpoint'] or '-'}: {up['batches']:,} batches, {up['items']:,} "
-               f"items, {_bytes(up['bytes'])}; last {last}; {up['transient']:,} retried, "
+               f"items, {human_bytes(up['bytes'])}; last {last}; {up['transient']:,} retried, "
                f"{up['refused']:,} refused")
     if up["last_error"]:
         out.append(f"  last error: {up['last_error']}")
@@ -203,7 +204,7 @@ def _upload(up: dict[str, Any] | None) -> list[str]:
 def _left(left: int | None, limit: int | None) -> str:
     if limit is None:
         return "no limit"
-    return f"{_bytes(left or 0)} left of {_bytes(limit)}"
+    return f"{human_bytes(left or 0)} left of {human_bytes(limit)}"
 
 
 def _watchdog(dog: dict[str, Any]) -> str:

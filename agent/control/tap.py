@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from agent.control.protocol import BAD_ARGS
@@ -83,6 +83,23 @@ class Subscription:
             self._selections[signals] = found
         return found
 
+    def offer(self, entry: Any, n: int) -> None:
+        """A queue entry of ``n`` items from the feeding side: queued, or dropped and
+        counted when the queue is full."""
+        if self.appended - self.taken >= self.depth:
+            self.dropped += n
+        else:
+            self.queue.append(entry)
+            self.appended += n
+
+    def count(self, values: int, signal_sets: Iterable[tuple[SignalInfo, ...]]) -> int:
+        """Items a chunk of the samples topic is for this subscription: all ``values``
+        without a glob, else those of the signals (of each record) the glob selects."""
+        if self.globs is None:
+            return values
+        selected = self.selected
+        return sum(len(selected(signals)) for signals in signal_sets)
+
     def take(self, budget: int) -> list[Any]:
         """Queue entries, oldest first, of at most ``budget`` items in all (but at least
         the first entry, which may hold more: a chunk of frames)."""
@@ -124,9 +141,8 @@ class Subscription:
 
     def size(self, entry: Any) -> int:
         """Items in a queue entry of the samples topic (what it counted as)."""
-        if self.globs is None:
-            return sum(len(decoded[4]) for decoded, _ in entry)
-        return sum(len(self.selected(decoded[3])) for decoded, _ in entry)
+        return self.count(sum(len(decoded[4]) for decoded, _ in entry),
+                          (decoded[3] for decoded, _ in entry))
 
 
 class Tap:
@@ -160,11 +176,7 @@ class Tap:
         for sub in self._frames:
             if sub.channel is not None and sub.channel != channel:
                 continue
-            if sub.appended - sub.taken >= sub.depth:
-                sub.dropped += n
-            else:
-                sub.queue.append(frames)
-                sub.appended += n
+            sub.offer(frames, n)
 
     def decoded(self, records: list[tuple[Decoded, list[Sample]]], values: int) -> None:
         """A chunk's decoded frames (records of either decoder, all of one channel), each
@@ -176,18 +188,9 @@ class Tap:
         for sub in self._samples:
             if sub.channel is not None and sub.channel != channel:
                 continue
-            if sub.globs is None:
-                n = values
-            else:
-                selected = sub.selected
-                n = sum(len(selected(decoded[3])) for decoded, _ in records)
-            if not n:
-                continue
-            if sub.appended - sub.taken >= sub.depth:
-                sub.dropped += n
-            else:
-                sub.queue.append(records)
-                sub.appended += n
+            n = sub.count(values, (decoded[3] for decoded, _ in records))
+            if n:
+                sub.offer(records, n)
 
     def room(self, channel: str) -> bool:
         """Whether a samples subscription of ``channel`` can take more now. When none can,
@@ -204,11 +207,7 @@ class Tap:
         for sub in self._samples:
             if sub.channel is not None and sub.channel != channel:
                 continue
-            if sub.globs is None:
-                sub.dropped += values
-            else:
-                selected = sub.selected
-                sub.dropped += sum(len(selected(signals)) for signals in signal_sets)
+            sub.dropped += sub.count(values, signal_sets)
 
     def events(self, events: list[Event]) -> None:
         """Events the pipeline's sources noticed, or the daemon's own."""
@@ -218,14 +217,8 @@ class Tap:
             for sub in self._events:
                 channel = sub.channel
                 mine = events if channel is None else [e for e in events if e[1] == channel]
-                n = len(mine)
-                if not n:
-                    continue
-                if sub.appended - sub.taken >= sub.depth:
-                    sub.dropped += n
-                else:
-                    sub.queue.append(mine)
-                    sub.appended += n
+                if mine:
+                    sub.offer(mine, len(mine))
 
     # --- the server's side
 

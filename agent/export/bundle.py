@@ -31,6 +31,7 @@ from agent.export.writers import ClassWriter, import_pyarrow, open_writer
 from agent.globs import glob_matches
 from agent.store import Kind
 from agent.store.schema import is_disk_full
+from agent.units import human_bytes
 
 ALL_CLASSES = (Kind.SAMPLE, Kind.EVENT, Kind.FRAME)
 FORMATS = ("csv", "jsonl", "parquet")
@@ -246,13 +247,13 @@ def _failure(exc: OSError, out: Path, temp: Path, progress: Progress) -> BavardE
     text = f"-o {out}: the disk is full; the partial export was removed"
     if progress.done and progress.estimate:
         needed = written * progress.estimate // progress.done
-        text += (f": it had written {_bytes(written)} for {progress.done:,} of at most "
+        text += (f": it had written {human_bytes(written)} for {progress.done:,} of at most "
                  f"{progress.estimate:,} items, so the whole export needs about "
-                 f"{_bytes(needed)}")
+                 f"{human_bytes(needed)}")
     elif written:
-        text += f" after {_bytes(written)}"
+        text += f" after {human_bytes(written)}"
     if free is not None:
-        text += f"; {_bytes(free)} are free there"
+        text += f"; {human_bytes(free)} are free there"
     return BavardError(text + " (export less: --since/--until, --signals, --class; or "
                               "choose another -o)")
 
@@ -264,12 +265,3 @@ def _size(directory: Path) -> int:
             with contextlib.suppress(OSError):
                 total += path.lstat().st_size
     return total
-
-
-def _bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError  # pragma: no cover
