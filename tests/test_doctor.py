@@ -321,6 +321,7 @@ def test_the_clock() -> None:
 def test_the_configuration(tmp_path: Path) -> None:
     missing = config_checks(tmp_path / "none.toml")
     assert missing.config is None and missing.results[0].status == "fail"
+    assert missing.results[0].detail.startswith(f"{tmp_path / 'none.toml'}: cannot read file")
     assert missing.results[0].fix == "give the service's configuration with --config FILE"
     bad = tmp_path / "bad.toml"
     bad.write_text(f'[[channels]]\nname = "v"\nlog = "{tmp_path}/x.log"\ndbc = ["{DBC}"]\n'

@@ -37,7 +37,8 @@ def config_checks(path: Path) -> Checked:
             fix = ("give the service's configuration with --config FILE"
                    if not path.exists() else fix)
         return Checked(reading.config, {},
-                       [failed(name, problem, fix) for problem in exc.problems])
+                       [failed(name, f"{exc.source or path}: {problem}", fix)
+                        for problem in exc.problems])
     config = usable.config
     channels = ", ".join(f"{c.name} ({c.kind})" for c in config.channels)
     results = [passed(name, f"{path}: ok; {len(config.channels)} channel(s): {channels}")]
