@@ -42,7 +42,7 @@ def test_list_gives_every_message_as_cantools_reads_it(capsys: pytest.CaptureFix
 
     assert main(["dbc", "list", str(DEMO)]) == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"{DEMO}: 14 messages")
+    assert text.startswith(f"{DEMO}: 15 messages")
     assert "0x18FEF521 x  AmbientConditions  8      1000 ms  BCM      5" in text
     assert "0x0C0         Steering           5      20 ms    EPS      4" in text
 
@@ -93,9 +93,9 @@ def test_a_miss_suggests_close_names(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["dbc", "show", str(DEMO), "Transmision"]) == 1
     err = capsys.readouterr().err
     assert err == (f"bavard dbc: {DEMO}: no message 'Transmision'; did you mean "
-                   f"Transmission?\n")
+                   f"Transmission, GnssPosition?\n")
     assert main(["dbc", "show", str(DEMO), "0x7FF"]) == 1
-    assert f"no message '0x7FF'; it has 14 messages: bavard dbc list {DEMO}" in (
+    assert f"no message '0x7FF'; it has 15 messages: bavard dbc list {DEMO}" in (
         capsys.readouterr().err)
 
 

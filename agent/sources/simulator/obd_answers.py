@@ -34,16 +34,16 @@ Services:
 The trouble code: **P0500** (vehicle speed sensor "A"). In each drive cycle's
 harsh brake the wheels lock until ABS steps in and the speed signal drops
 implausibly fast: the engine ECU sets P0500 *pending* when ABS first engages
-(about 1.5 s into the brake, 209.3 s into the default 240 s cycle), then
+(about 1.3 s into the brake, 205.1 s into the default 300 s cycle), then
 *confirmed* (stored, MIL on, freeze frame taken, permanent) when the harsh brake
-ends (212.3 s). :func:`harsh_brake` gives the brake's start and end for any cycle
+ends (208.3 s). :func:`harsh_brake` gives the brake's start and end for any cycle
 length. A clear before the next cycle's harsh brake lets it come back then.
 
 What a real ECU does with what it does not support, and so does this one: a
 functional request is left unanswered (J1979: no reply, so that the ECUs that do
 support it are not drowned out); a physical one gets a negative response,
 ``7F <service> 11`` for an unknown service, ``7F <service> 12`` for PIDs it has
-none of. With the ignition off (the last seconds of each drive cycle) no ECU
+none of. With the ignition off (the last 70 s of each drive cycle) no ECU
 answers anything, as on a car whose key is out.
 
 The replies are encoded here, by this module's own tables, never by

@@ -2,13 +2,14 @@
 
 Holds marked ``stretch`` grow or shrink so that the cycle lasts ``cycle_length``
 seconds; ramps keep their acceleration. Steering manoeuvres start with their step.
+What happens when in the default cycle: the package docstring.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-DEFAULT_CYCLE_LENGTH = 240.0  # seconds of vehicle time in one drive cycle
+DEFAULT_CYCLE_LENGTH = 300.0  # seconds of vehicle time in one drive cycle
 
 # GearLever, IgnitionState, TurnSignal values (as in dbc/demo_vehicle.dbc)
 P, R, N, D = 0, 1, 2, 3
@@ -32,6 +33,7 @@ class _Step(NamedTuple):
     steer_time: float = 0.0  # its length; 0 = the step's length
     lane_change: bool = False  # an S-shaped manoeuvre instead of a single turn
     indicator: int = 0  # TurnSignal during the step (or the manoeuvre)
+    stuck_thermostat: bool = False  # the coolant is not cooled: it overheats under load
 
 
 _STEPS = (
@@ -41,20 +43,25 @@ _STEPS = (
     _Step("idle", 0, hold=2.0),
     _Step("city", 45, accel=1.5, steer=110, steer_time=5, indicator=LEFT),
     _Step("city", 45, hold=6, stretch=True),
-    _Step("city", 0, accel=2.0),
+    _Step("city", 0, accel=1.7),
     _Step("city", 0, hold=4, stretch=True, indicator=RIGHT),
     _Step("city", 50, accel=1.6, steer=-140, steer_time=5, indicator=RIGHT),
     _Step("city", 50, hold=5, stretch=True),
-    _Step("city", 0, accel=2.2),
+    _Step("city", 0, accel=1.7),
     _Step("city", 0, hold=4, stretch=True),
-    _Step("city", 35, accel=1.4),
-    _Step("city", 35, hold=4, stretch=True),
-    _Step("city", 0, accel=1.8),
+    _Step("harsh_accel", 50, accel=3.0),  # away from the lights, foot down
+    _Step("city", 50, hold=4, stretch=True),
+    _Step("city", 0, accel=1.7),
     _Step("city", 0, hold=3, stretch=True, indicator=LEFT),
     _Step("highway", 80, accel=1.7, steer=60, steer_time=6, indicator=LEFT),
     _Step("highway", 120, accel=0.8),
     _Step("highway", 120, hold=18, stretch=True),
-    _Step("highway", 120, hold=5, steer=6, lane_change=True, indicator=LEFT),
+    # overtaking too fast, while the thermostat sticks shut
+    _Step("overtake", 120, hold=5, steer=6, lane_change=True, indicator=LEFT),
+    _Step("speeding", 138, accel=0.8, stuck_thermostat=True),
+    _Step("speeding", 138, hold=12, stuck_thermostat=True),
+    _Step("speeding", 120, accel=0.8, stuck_thermostat=True),
+    _Step("overtake", 120, hold=5, steer=-6, lane_change=True, indicator=RIGHT),
     _Step("highway", 120, hold=18, stretch=True),
     _Step("harsh_brake", 30, accel=5.6),
     _Step("city", 30, hold=5, indicator=HAZARD),
@@ -64,7 +71,8 @@ _STEPS = (
     _Step("reverse", 6, hold=2.0, lever=R),
     _Step("reverse", 0, accel=0.8, lever=R),
     _Step("park", 0, hold=3.0, lever=P),
-    _Step("off", 0, hold=6.0, lever=P, engine=OFF, ignition=IGN_OFF),
+    # key out; the battery settles to its resting voltage
+    _Step("off", 0, hold=70.0, lever=P, engine=OFF, ignition=IGN_OFF),
 )
 
 
@@ -81,6 +89,7 @@ class Phase(NamedTuple):
     ignition: int
     indicator: int  # TurnSignal value
     indicator_end: float  # the indicator is on from start to here
+    stuck_thermostat: bool = False
 
 
 class Manoeuvre(NamedTuple):
@@ -115,7 +124,7 @@ def drive_plan(cycle_length: float = DEFAULT_CYCLE_LENGTH) -> tuple[list[Phase],
         steer_time = step.steer_time or length
         phases.append(Phase(t, t + length, v, step.v, step.label, step.lever, step.engine,
                             step.ignition, step.indicator,
-                            t + (steer_time if step.steer else length)))
+                            t + (steer_time if step.steer else length), step.stuck_thermostat))
         if step.steer:
             manoeuvres.append(Manoeuvre(t, steer_time, step.steer, step.lane_change))
         t += length

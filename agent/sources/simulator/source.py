@@ -15,8 +15,9 @@ from agent.frames import Frame
 from agent.sources.base import Source
 from agent.sources.pacing import Pacer
 from agent.sources.simulator.codec import _Codec
+from agent.sources.simulator.gnss import DEFAULT_ORIGIN, DeadReckoning
 from agent.sources.simulator.plan import DEFAULT_CYCLE_LENGTH, drive_plan
-from agent.sources.simulator.vehicle import STEP_US, VehicleModel
+from agent.sources.simulator.vehicle import DEFAULT_ODOMETER, STEP_US, VehicleModel
 
 DEFAULT_START_TIME = 1_767_225_600.0  # 2026-01-01T00:00:00Z: fixed, so output is reproducible
 DEFAULT_CHANNEL = "can0"
@@ -36,6 +37,8 @@ class SimulatorSource(Source):
         start_time: float = DEFAULT_START_TIME,
         channel: str | None = None,
         cycle_length: float = DEFAULT_CYCLE_LENGTH,
+        origin: tuple[float, float] = DEFAULT_ORIGIN,
+        odometer: float = DEFAULT_ODOMETER,
         clock: Callable[[], float] = time.monotonic,
         wait: Callable[[float], object] | None = None,
     ) -> None:
@@ -51,6 +54,7 @@ class SimulatorSource(Source):
         if duration is not None and duration < 0:
             raise ValueError("duration must be >= 0")
         drive_plan(cycle_length)  # validates the cycle length
+        DeadReckoning(origin)  # and the start point
         self.dbc_path = Path(dbc_path)
         self.database: Any = load_dbc(self.dbc_path)
         self.messages = [m for m in self.database.messages if m.cycle_time]
@@ -61,6 +65,8 @@ class SimulatorSource(Source):
         self.seed = seed
         self.speed = speed
         self.cycle_length = cycle_length
+        self.origin = origin  # (latitude, longitude) of the drive's start, degrees
+        self.odometer = odometer  # km when the first cycle starts
         self.duration = cycle_length if duration is None else float(duration)
         self.start_time = start_time
         self.channel = channel if channel is not None else name
@@ -69,7 +75,8 @@ class SimulatorSource(Source):
 
     def _frames(self, stop: threading.Event) -> Iterator[Frame]:
         rng = random.Random(self.seed)
-        model = VehicleModel(rng, self.cycle_length)
+        model = VehicleModel(rng, self.cycle_length, origin=self.origin,
+                             odometer=self.odometer)
         codecs = [_Codec(m) for m in self.messages]
         pacer = Pacer(self.speed, stop, self._clock, self._wait)
         channel, end_us = self.channel, round(self.duration * 1e6)

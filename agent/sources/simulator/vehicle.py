@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from agent.sources.simulator.gnss import DEFAULT_ORIGIN, DeadReckoning
 from agent.sources.simulator.plan import (
     CRANK,
     DEFAULT_CYCLE_LENGTH,
@@ -45,6 +46,13 @@ _DEG_PER_RAD = 57.29577951308232
 _STEER_RATIO = 15.0
 _WHEELBASE = 2.7  # m
 _TRACK = 1.55  # m
+_CRANK_VOLTS = 9.4  # a tired battery under the starter's load
+_REST_VOLTS = 12.1  # and at rest, engine off (about 40 % charged)
+_SURFACE_CHARGE = 0.5  # V above rest just after a drive, fading in about a minute
+_SURFACE_FADE = 20.0  # s, its time constant (hours on a real battery: sped up here)
+DEFAULT_ODOMETER = 48_213.6  # km at the start of the first cycle
+SERVICE_DUE_KM = 48_700.0  # the instrument cluster counts ServiceDistance down to this
+_GNSS_NOISE = 1.5  # m, at most, either way, on each axis
 
 
 class VehicleModel:
@@ -56,7 +64,9 @@ class VehicleModel:
     every :data:`SLOW_STEPS` steps (100 ms).
     """
 
-    def __init__(self, rng: random.Random, cycle_length: float = DEFAULT_CYCLE_LENGTH) -> None:
+    def __init__(self, rng: random.Random, cycle_length: float = DEFAULT_CYCLE_LENGTH, *,
+                 origin: tuple[float, float] = DEFAULT_ORIGIN,
+                 odometer: float = DEFAULT_ODOMETER) -> None:
         self._rnd = rng.random
         self.cycle_length = cycle_length
         self.phases, self.manoeuvres = drive_plan(cycle_length)
@@ -76,10 +86,12 @@ class VehicleModel:
         self.coolant = self.oil = self.trans_oil = self.ambient + 1.0
         self.cabin = self.ambient + 1.5
         self.fuel_l = _TANK_L * (0.62 + self._rnd() * 0.02)
-        self.odometer = 48_213.6
+        self.odometer = odometer
         self.trip = 0.0
         self.soc = 82.0
-        self.volts = 12.45
+        self.volts = 12.05
+        self._surface = 0.0  # surface charge above the resting voltage, V
+        self.where = DeadReckoning(origin)
         self.locked = 0
         self._steer = 0.0
         self.values: dict[str, float] = {}
@@ -208,6 +220,7 @@ class VehicleModel:
         curvature = steer / (_STEER_RATIO * _DEG_PER_RAD * _WHEELBASE)
         if lever == R:
             curvature = -curvature
+        self.where.move(-mps if lever == R else mps, mps * curvature, dt)
         spread = _TRACK * curvature / 2.0
         slip_abs = (0.04 + 0.08 * rnd()) if abs_active else 0.0
         values["SteeringWheelRate"] = (steer - self._steer) / dt if dt else 0.0
@@ -240,7 +253,7 @@ class VehicleModel:
         values["FuelLevel"] = self.fuel_l / _TANK_L * 100.0 - accel * 0.05  # sloshing
         values["Odometer"] = self.odometer
         values["TripDistance"] = self.trip
-        values["ServiceDistance"] = 1250.0 - self.trip
+        values["ServiceDistance"] = SERVICE_DUE_KM - self.odometer
         indicator = ph.indicator if tc < ph.indicator_end else 0
         values["TurnSignal"] = indicator
 
@@ -251,7 +264,8 @@ class VehicleModel:
         ambient = self.ambient
         if running:  # warms up in a few minutes; the thermostat holds about 90 degC
             heat = 0.35 + 0.025 * self.power_kw
-            self.coolant += (heat - max(0.0, self.coolant - 88.0) * 0.4) * dt
+            cooling = 0.0 if ph.stuck_thermostat else max(0.0, self.coolant - 88.0) * 0.4
+            self.coolant += (heat - cooling) * dt
             self.oil += (self.coolant - self.oil) * dt / 60.0
             self.trans_oil += (self.coolant * 0.9 - self.trans_oil) * dt / 90.0
         else:
@@ -260,19 +274,25 @@ class VehicleModel:
         if self.coolant > 45.0:
             self.cabin += (21.0 - self.cabin) * dt / 90.0
         if ph.engine == CRANK:
-            volts, current = 10.3, -185.0
+            volts, current = _CRANK_VOLTS, -185.0
         elif running:
             volts = 14.2
             current = 3.0 + 20.0 * max(0.0, 1.0 - self._run_time / 60.0)
             self.soc = min(100.0, self.soc + current * dt / 3600.0 / 60.0 * 100.0)
+            self._surface = _SURFACE_CHARGE
         else:
-            volts = 12.6 if ph.ignition == IGN_OFF else 12.45  # surface charge after a drive
+            self._surface -= self._surface * dt / _SURFACE_FADE
+            # the key-on loads (pumps, lamps, modules) draw it down a little
+            volts = _REST_VOLTS + self._surface - (0.05 if ph.ignition else 0.0)
             current = -4.0 if ph.ignition else -0.8
         self.volts += (volts - self.volts) * (1.0 if ph.engine else dt / (dt + 0.8))
-        if self.speed > 15.0:
-            self.locked = 1
-        elif ph.label == "off" and ph.ignition == IGN_OFF:
+        # key out: unlocked, the driver gets out (door open 2 s to 4.5 s) and locks it at 10 s;
+        # unlocked again when the next cycle starts (door open for its first 1.2 s)
+        parked = tc - ph.start if ph.label == "off" and ph.ignition == IGN_OFF else -1.0
+        if tc < 1.2 or 0.0 <= parked < 10.0:
             self.locked = 0
+        elif self.speed > 15.0 or parked >= 10.0:
+            self.locked = 1
         ign_on = ph.ignition != IGN_OFF
         belt = 1 if tc > 3.0 and ign_on else 0
         intake = ambient + 4.0 + (self.coolant - ambient) * 0.15
@@ -290,7 +310,7 @@ class VehicleModel:
         values["OilPressure"] = oil_pressure if self.rpm > 300.0 else 0.0
         values["FuelRate"] = 0.75 + 0.34 * self.power_kw if running else 0.0
         values["FuelRange"] = self.fuel_l / 7.0 * 100.0
-        values["DoorFL"] = 1 if tc < 1.2 or (ph.label == "off" and tc > ph.end - 2.5) else 0
+        values["DoorFL"] = 1 if tc < 1.2 or 2.0 <= parked < 4.5 else 0
         values["CentralLock"] = self.locked
         values["Headlights"] = 2 if running else 0
         values["CabinTemp"] = values["CabInteriorTemp"] = self.cabin
@@ -303,3 +323,6 @@ class VehicleModel:
         values["LowFuelWarning"] = 1 if self.fuel_l < _TANK_L * 0.1 else 0
         values["SeatbeltWarning"] = 1 if not belt and self.speed > 10.0 else 0
         values["BarometricPressure"] = 101.3 + (rnd() - 0.5) * 0.4
+        north_error = (rnd() - 0.5) * 2.0 * _GNSS_NOISE
+        east_error = (rnd() - 0.5) * 2.0 * _GNSS_NOISE
+        values["Latitude"], values["Longitude"] = self.where.position(east_error, north_error)
