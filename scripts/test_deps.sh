@@ -9,6 +9,9 @@
 #   tmux            a real terminal for bavard live's full-screen view
 #   zsh             bavard completion zsh, checked in a real zsh
 #   groff-base, man-db   bavard man, rendered with warnings on
+#   gpsd            a real gpsd for the GPS source's tests, started by the test on
+#                   loopback; when installed here, its own service and socket are
+#                   disabled and stopped
 # and where this kernel has no vcan module, the kernels of the vcan tier
 # (scripts/vcan_run.sh):
 #   user-mode-linux, busybox-static   User-Mode Linux
@@ -52,6 +55,7 @@ test_deps_install() {
   command -v zsh >/dev/null || need+=(zsh)
   command -v groff >/dev/null || need+=(groff-base)
   command -v man >/dev/null || need+=(man-db)
+  [ -x /usr/sbin/gpsd ] || command -v gpsd >/dev/null || need+=(gpsd)
   # a kernel with vcan: this one's (a Pi, a laptop: modprobe vcan), else UML, else QEMU
   [ -e /sys/class/net/vcan0 ] || modinfo vcan >/dev/null 2>&1 || no_vcan=1
   if [ "$no_vcan" = 1 ]; then
@@ -78,6 +82,10 @@ test_deps_install() {
       fi
       case " ${need[*]} " in
         *" mosquitto "*) [ -x /usr/sbin/mosquitto ] && test_deps_quiet_service mosquitto ;;
+      esac
+      case " ${need[*]} " in
+        *" gpsd "*) [ -x /usr/sbin/gpsd ] && test_deps_quiet_service gpsd.socket &&
+                      test_deps_quiet_service gpsd ;;
       esac
     else
       echo "note: missing ${need[*]} (sudo apt-get install -y ${need[*]}); the tests that" \

@@ -398,7 +398,7 @@ def simulated_frame_count(seconds: float) -> int:
 
 
 class TestSimulator(SourceContract):
-    expected_count = simulated_frame_count(SIM_SECONDS)  # 351 with the demo DBC
+    expected_count = simulated_frame_count(SIM_SECONDS)  # 352 with the demo DBC
 
     @pytest.fixture
     def make_source(self, tmp_path: Path) -> Iterator[Factory]:
@@ -417,7 +417,7 @@ class TestSimulator(SourceContract):
             source.close()
 
     def test_expected_count(self) -> None:
-        assert self.expected_count == 351
+        assert self.expected_count == 352
 
     def test_the_channel_defaults_to_the_source_name(self) -> None:
         with SimulatorSource("sim7", DBC, speed=0.0, duration=0.05) as source:
@@ -554,11 +554,18 @@ class TestObdNative(SourceContract):
 
 
 def test_every_registered_source_kind_has_a_contract_subclass() -> None:
+    from test_gps_sources import TestGpsdContract, TestNmeaContract  # the GPS sources'
+
+    from agent.sources.gpsd import GpsdSource
+    from agent.sources.nmea import NmeaSource
+
     tested = {
         ReplaySource: TestReplayCandump,
         SimulatorSource: TestSimulator,
         CanBusSource: TestCanBusVirtual,
         ObdSource: TestObdNative,
+        GpsdSource: TestGpsdContract,
+        NmeaSource: TestNmeaContract,
     }
     from agent.sources import REGISTRY
 

@@ -1,4 +1,4 @@
-"""Frame sources: live CAN buses, log replay, the simulated vehicle, OBD-II.
+"""Frame sources: live CAN buses, log replay, the simulated vehicle, OBD-II, GPS.
 
 Implementations are found through a name-keyed registry and imported lazily,
 so a missing optional dependency only fails when that source is chosen.
@@ -17,6 +17,8 @@ REGISTRY: dict[str, str] = {
     "replay": "agent.sources.replay:ReplaySource",
     "simulator": "agent.sources.simulator:SimulatorSource",
     "obd": "agent.sources.obd:ObdSource",
+    "gpsd": "agent.sources.gpsd:GpsdSource",
+    "nmea": "agent.sources.nmea:NmeaSource",
 }
 
 
