@@ -37,6 +37,8 @@ COMMANDS: dict[str, str] = {
     "upload": "agent.cli.upload_cmd",
     "pause": "agent.cli.pause_cmd",
     "resume": "agent.cli.resume_cmd",
+    "consent": "agent.cli.consent_cmd",
+    "privacy": "agent.cli.privacy_cmd",
     "dbc": "agent.cli.dbc_cmd",
     "export": "agent.cli.export_cmd",
     "plot": "agent.cli.plot_cmd",

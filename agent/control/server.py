@@ -57,6 +57,7 @@ ACCEPTS = 64  # connections accepted per wake-up, at most
 WARN_EVERY = 1.0  # seconds between two warnings of refused peers
 JOIN_SECONDS = 5.0
 SUBSCRIBE_ARGS = ("topic", "channel", "signals")
+PEER_UID = "_uid"  # set in the args of a handler marked ``peer_uid``: the asking peer's uid
 
 
 class ControlServer:
@@ -281,8 +282,11 @@ class ControlServer:
                                       f"unknown command {cmd!r} (commands: {names})"))
             return
         assert self._worker is not None
+        args = request.args
+        if getattr(handler, "peer_uid", False):  # it records who asked (a consent change)
+            args = {**args, PEER_UID: peer.who.uid}  # (whatever the peer put there)
         peer.waiting = True
-        self._worker.submit(peer, rid, cmd, handler, request.args)
+        self._worker.submit(peer, rid, cmd, handler, args)
 
     def _subscribe(self, peer: Peer, request: Request) -> dict[str, Any]:
         args = request.args
