@@ -20,6 +20,7 @@ parser raised, is a :class:`~agent.errors.ConfigError`.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import os
 import stat
@@ -31,6 +32,8 @@ from typing import Any, TypeVar
 from agent.control.settings import RANGES as CONTROL_RANGES
 from agent.control.settings import ControlConfig
 from agent.errors import ConfigError
+from agent.insights.settings import RANGES as INSIGHTS_RANGES
+from agent.insights.settings import InsightsConfig, read_insights
 from agent.obd.settings import (
     BAUDRATE,
     DTC_INTERVAL,
@@ -40,7 +43,13 @@ from agent.obd.settings import (
     ObdSettings,
     parse_pids,
 )
+from agent.privacy.purposes import BUILTIN as BUILTIN_PURPOSES
+from agent.privacy.purposes import GEOHASH, LOCAL_ONLY, MAX_PURPOSES, ZONE, Purpose
+from agent.privacy.purposes import KEYS as PURPOSE_KEYS
+from agent.privacy.purposes import NAME as PURPOSE_NAME
+from agent.privacy.purposes import merge as merge_purpose
 from agent.ranges import DAY, MiB, Range, show
+from agent.sources.gps_settings import GpsSettings, read_gps_keys
 from agent.store.settings import RANGES as STORE_RANGES
 from agent.store.settings import StoreConfig
 from agent.upload.settings import PORTS, UploadConfig, VehicleConfig
@@ -60,6 +69,9 @@ MAX_DBCS = 64  # per channel
 MAX_RULES = 10_000  # [[signals]] tables
 MAX_GLOBS = 10_000  # per list: selection.include, .exclude, .volatile
 MAX_INTERFACES = 1_000  # upload.interfaces entries
+MAX_DESTINATIONS = 16
+DESTINATION_NAME = PURPOSE_NAME
+RESERVED_DESTINATIONS = frozenset({"main", "local"})  # [upload]'s, the local buffer's
 
 # The ranges of the numbers read here ([store] and [upload] keep theirs beside
 # their dataclasses); docs/config.md lists every one.
@@ -93,6 +105,10 @@ def number_ranges() -> dict[str, Range]:
         **{f"upload.{name}": allowed for name, allowed in UPLOAD_RANGES.items()},
         **{f"control.{name}": allowed for name, allowed in CONTROL_RANGES.items()},
         "upload.url (port)": PORTS,
+        "purposes.*.geohash": GEOHASH,
+        "purposes.*.zone_min_m": ZONE,
+        "purposes.*.zone_max_m": ZONE,
+        **{f"insights.{name}": allowed for name, allowed in INSIGHTS_RANGES.items()},
     }
 
 
@@ -113,6 +129,8 @@ class ChannelConfig:
     # simulated vehicle
     simulate: bool = False
     seed: int = 1
+    # the simulator's first frame, seconds since the epoch (None: the service's start)
+    start: float | None = None
     # replay and simulator pace: 0 = as fast as possible, 1 = real time, N = xN
     speed: float = 1.0
     # "decoded": samples through the DBCs; "raw": the frames themselves are stored
@@ -120,12 +138,16 @@ class ChannelConfig:
     mode: str = "decoded"
     # OBD-II (``obd = true``): its adapter and what it asks for
     obd: ObdSettings | None = None
+    # a GPS (``gpsd = ...`` or ``nmea = ...``): where its fixes come from
+    gps: GpsSettings | None = None
 
     @property
     def kind(self) -> str:
         """The source registry key for this channel."""
         if self.obd is not None:
             return "obd"
+        if self.gps is not None:
+            return self.gps.kind
         if self.log is not None:
             return "replay"
         if self.simulate:
@@ -142,6 +164,7 @@ class SignalRule:
     on_change: bool = False  # keep a sample only when the value moved
     deadband: float = 0.0  # with on_change: how far it must move (absolute)
     max_period: float | None = None  # with on_change: keep one at least this often
+    purposes: tuple[str, ...] | None = None  # who may receive it (None: each purpose's globs)
 
 
 @dataclass(frozen=True)
@@ -169,10 +192,22 @@ class Config:
     upload: UploadConfig | None = None  # None: buffer only, nothing leaves the box
     vehicle: VehicleConfig = field(default_factory=VehicleConfig)
     control: ControlConfig = field(default_factory=ControlConfig)  # the control socket
+    purposes: tuple[Purpose, ...] = ()  # [purposes.NAME]: built-in ones changed, new ones
+    destinations: tuple[DestinationConfig, ...] = ()  # [destinations.NAME], beside [upload]
+    insights: InsightsConfig = field(default_factory=InsightsConfig)  # what the box works out
 
 
 # ---------------------------------------------------------------------------
 # loading
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """``[destinations.NAME]``: one more place batches go, with its own buffer and
+    pseudonym; the keys of ``[upload]``, ``purpose`` required."""
+
+    name: str
+    upload: UploadConfig
 
 
 @dataclass(frozen=True)
@@ -410,7 +445,8 @@ class _Reader:
 
     def config(self, raw: dict[str, Any]) -> Config:
         top = self.table(raw, "", {"channels", "selection", "signals", "store", "upload",
-                                  "vehicle", "control"})
+                                  "vehicle", "control", "purposes", "destinations",
+                                  "insights"})
         channels_raw = top.get("channels")
         channels: list[ChannelConfig] = []
         if channels_raw is None:
@@ -441,8 +477,82 @@ class _Reader:
         upload = self.upload(top.get("upload"), "upload")
         vehicle = self.fields(top.get("vehicle", {}), "vehicle", VehicleConfig)
         control = self.control(top.get("control", {}), "control")
+        purposes = self.purposes(top.get("purposes", {}), "purposes")
+        known = {**BUILTIN_PURPOSES, **{p.name: p for p in purposes}}
+        destinations = self.destinations(top.get("destinations", {}), "destinations")
+        if upload is not None:
+            self.check_purpose(upload.purpose, "upload.purpose", known)
+        for dest in destinations:
+            self.check_purpose(dest.upload.purpose, f"destinations.{dest.name}.purpose", known)
+        for i, rule in enumerate(rules):
+            for j, name in enumerate(rule.purposes or ()):
+                if name not in known:
+                    self.problem(f"signals[{i}].purposes[{j}]", _unknown_purpose(name, known))
+        insights = (read_insights(top["insights"], self.problem) if "insights" in top
+                    else InsightsConfig())
         return Config(channels=tuple(channels), selection=selection, rules=tuple(rules),
-                      store=store, upload=upload, vehicle=vehicle, control=control)
+                      store=store, upload=upload, vehicle=vehicle, control=control,
+                      purposes=purposes, destinations=destinations, insights=insights)
+
+    def purposes(self, raw: Any, key: str) -> tuple[Purpose, ...]:
+        """``[purposes.NAME]`` tables: a built-in purpose changed, or a new one."""
+        t = self.table(raw, key, set(raw) if isinstance(raw, dict) else set())
+        out = []
+        for name, value in self.count(list(t.items()), key, MAX_PURPOSES):
+            here = _join(key, _key_name(name))
+            if not PURPOSE_NAME.fullmatch(name):
+                self.problem(here, "a purpose's name is 1 to 32 lower-case letters, digits, "
+                                   "- or _, starting with a letter")
+                continue
+            p = self.table(value, here, set(PURPOSE_KEYS))
+            values: dict[str, Any] = {}
+            for glob_key in ("signals", "events"):
+                if glob_key in p:
+                    values[glob_key] = self.globs(p, here, glob_key, ())
+            if "frames" in p:
+                values["frames"] = self.get(p, here, "frames", (bool,), False, "true or false")
+            if "description" in p:
+                values["description"] = self.get(p, here, "description", (str,), "",
+                                                 "a string")
+            if "geohash" in p:
+                values["geohash"] = self.integer(p, here, "geohash", 0, GEOHASH)
+            for zone in ("zone_min_m", "zone_max_m"):
+                if zone in p:
+                    values[zone] = self.number(p, here, zone, 0.0, ZONE)
+            purpose = merge_purpose(name, values)
+            if purpose.zone_min_m > purpose.zone_max_m:
+                self.problem(_join(here, "zone_min_m"), f"must be at most zone_max_m "
+                                                        f"({show(purpose.zone_max_m)})")
+            if name in LOCAL_ONLY and purpose.geohash:
+                self.problem(_join(here, "geohash"), f"{name} is local only")
+            out.append(purpose)
+        return tuple(out)
+
+    def destinations(self, raw: Any, key: str) -> tuple[DestinationConfig, ...]:
+        """``[destinations.NAME]``: more upload destinations, each with a purpose."""
+        t = self.table(raw, key, set(raw) if isinstance(raw, dict) else set())
+        out = []
+        for name, value in self.count(list(t.items()), key, MAX_DESTINATIONS):
+            here = _join(key, _key_name(name))
+            if not DESTINATION_NAME.fullmatch(name) or name in RESERVED_DESTINATIONS:
+                reserved = f" ({name} is reserved)" if name in RESERVED_DESTINATIONS else ""
+                self.problem(here, "a destination's name is 1 to 32 lower-case letters, "
+                                   f"digits, - or _, starting with a letter{reserved}")
+                continue
+            upload = self.upload(value, here)
+            if upload is None:
+                continue
+            if isinstance(value, dict) and "purpose" not in value:
+                self.problem(_join(here, "purpose"), "required: what this destination may "
+                                                     "receive (maintenance, insurance, ...)")
+            out.append(DestinationConfig(name, upload))
+        return tuple(out)
+
+    def check_purpose(self, name: str, key: str, known: dict[str, Purpose]) -> None:
+        if name not in known:
+            self.problem(key, _unknown_purpose(name, known))
+        elif name in LOCAL_ONLY:
+            self.problem(key, f"{name} is local only: no destination may receive it")
 
     def fields(self, raw: Any, key: str, cls: type[T], skip: tuple[str, ...] = ()) -> T:
         """A frozen settings dataclass from a table, each key typed by its field's
@@ -528,7 +638,8 @@ class _Reader:
 
     def channel(self, raw: Any, key: str) -> ChannelConfig | None:
         allowed = {"name", "dbc", "interface", "channel", "bitrate", "fd", "data_bitrate",
-                   "log", "simulate", "seed", "speed", "mode", *OBD_KEYS}
+                   "log", "simulate", "seed", "speed", "mode", "start", "gpsd", "nmea",
+                   *OBD_KEYS}
         t = self.table(raw, key, allowed)
         if not isinstance(raw, dict):  # reported; an empty table is checked like any other
             return None
@@ -551,18 +662,21 @@ class _Reader:
         if isinstance(channel, int) and channel not in CHANNEL_NUMBER:
             self.problem(_join(key, "channel"), CHANNEL_NUMBER.problem(channel) or "")
             channel = None
-        kinds = [k for k in ("interface", "log", "simulate") if k in t and t[k] is not False]
+        gps = read_gps_keys(t, key, self.problem)
+        kinds = [k for k in ("interface", "log", "simulate", "gpsd", "nmea")
+                 if k in t and t[k] is not False]
         if obd is True:
             obd_settings = self.obd(t, key, interface, channel)
         else:
             obd_settings = None
-            for extra in sorted(OBD_KEYS - {"obd"}):
+            gps_keys = {"baudrate"} if "gpsd" in kinds or "nmea" in kinds else set()
+            for extra in sorted(OBD_KEYS - {"obd"} - gps_keys):
                 if extra in t:
                     self.problem(_join(key, extra), "only valid with obd = true")
             if len(kinds) != 1:
                 found = ", ".join(kinds) if kinds else "none"
-                self.problem(key, f"exactly one of interface, log, simulate = true, obd = true "
-                                  f"is required (found: {found})")
+                self.problem(key, f"exactly one of interface, log, simulate = true, obd = true, "
+                                  f"gpsd, nmea is required (found: {found})")
         if interface is not None:
             self.check_interface(interface, _join(key, "interface"))
             if "channel" not in t:
@@ -580,6 +694,8 @@ class _Reader:
                 self.problem(_join(key, "dbc"), "not used by an OBD channel (its PIDs are "
                                                 "decoded per SAE J1979)")
                 dbc = []
+        elif "gpsd" in kinds or "nmea" in kinds:
+            dbc = []  # a GPS needs none (read_gps_keys said so when one is given)
         elif not dbc and "dbc" not in t and simulate is not True and mode != "raw":
             self.problem(_join(key, "dbc"), "at least one DBC file is required")
         if mode != "raw":  # a raw channel's frames are stored as they are: no DBC is read
@@ -590,6 +706,9 @@ class _Reader:
 
         seed = self.integer(t, key, "seed", 1, SEED)
         speed = self.number(t, key, "speed", 1.0, SPEED)
+        start = _start_time(t["start"], _join(key, "start"), self.problem) if "start" in t else None
+        if "start" in t and simulate is not True:
+            self.problem(_join(key, "start"), "only valid with simulate = true")
         return ChannelConfig(
             name=name,
             dbc=tuple(path for _, path in dbc),
@@ -602,8 +721,10 @@ class _Reader:
             simulate=simulate,
             seed=1 if seed is None else seed,
             speed=1.0 if speed is None else speed,
+            start=start,
             mode=mode,
             obd=obd_settings,
+            gps=gps,
         )
 
     def obd(self, t: dict[str, Any], key: str, interface: str | None,
@@ -688,7 +809,8 @@ class _Reader:
         )
 
     def rule(self, raw: Any, key: str) -> SignalRule | None:
-        t = self.table(raw, key, {"match", "min_period", "on_change", "deadband", "max_period"})
+        t = self.table(raw, key, {"match", "min_period", "on_change", "deadband", "max_period",
+                                  "purposes"})
         if not isinstance(raw, dict):  # reported; an empty table is checked like any other
             return None
         match = self.get(t, key, "match", (str,), None, "a glob")
@@ -709,6 +831,14 @@ class _Reader:
             self.problem(_join(key, "max_period"), f"must be at least min_period "
                                                    f"({show(min_period)}), got {show(max_period)}")
             max_period = None
+        purposes = None
+        if "purposes" in t:
+            names = self.get(t, key, "purposes", (list,), [], "a list of purposes")
+            for i, name in enumerate(names):
+                if not isinstance(name, str):
+                    self.problem(f"{_join(key, 'purposes')}[{i}]",
+                                 f"expected a purpose's name, got {_kind(name)}")
+            purposes = tuple(n for n in names if isinstance(n, str))
         if match is None:
             return None
         return SignalRule(
@@ -717,7 +847,40 @@ class _Reader:
             on_change=on_change,
             deadband=deadband or 0.0,
             max_period=max_period,
+            purposes=purposes,
         )
+
+
+def _unknown_purpose(name: str, known: dict[str, Purpose]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return (f"unknown purpose {name!r}{hint}; known: {', '.join(known)} (a new one is "
+            f"declared with a [purposes.NAME] table)")
+
+
+def _start_time(value: Any, key: str, problem: Any) -> float | None:
+    """A simulator's ``start``: an ISO 8601 date and time (a string or a TOML date-time),
+    local time unless it carries an offset; seconds since the epoch, or None after a
+    problem."""
+    example = '"2026-12-05T23:10:00" (local time) or "2026-12-05T23:10:00+01:00"'
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            problem(key, f"expected an ISO 8601 date and time such as {example}, "
+                         f"got {value!r}")
+            return None
+    if not isinstance(value, datetime.datetime):
+        problem(key, f"expected a date and time such as {example}, got {_kind(value)}")
+        return None
+    try:
+        stamp = value.timestamp()
+    except (OverflowError, OSError, ValueError):
+        stamp = -1.0
+    if stamp < 0:
+        problem(key, f"must be 1970-01-01T00:00:00Z or later, got {value.isoformat()}")
+        return None
+    return stamp
 
 
 def _join(key: str, name: str) -> str:

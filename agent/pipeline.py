@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from agent.config import ChannelConfig, Config
 from agent.decode.dbc_files import load_dbc
 from agent.decode.decoder import ChannelDecoder
+from agent.decode.gps import GpsDecoder
 from agent.decode.obd import ObdDecoder
 from agent.errors import BavardError
 from agent.frames import Event, Frame, Sample
@@ -90,17 +91,22 @@ def open_source(
     """Open the source a channel is configured for.
 
     ``can_filters``: python-can receive filters for a live bus (None: every frame).
-    ``start_time`` stamps a simulated vehicle's first frame (default: a fixed date,
-    so that its output is reproducible). ``state_dir``: where an OBD channel keeps the
-    trouble codes it saw (the service's; None: nowhere).
+    ``start_time`` stamps a simulated vehicle's first frame unless its channel says
+    ``start`` (default: a fixed date, so that its output is reproducible).
+    ``state_dir``: where an OBD channel keeps the trouble codes it saw (the service's;
+    None: nowhere).
     """
     cls: Any = source_class(cfg.kind)
     if cfg.obd is not None:
         memory = None if state_dir is None else Path(state_dir) / f"obd-{cfg.name}.dtcs.json"
         return cls(cfg.name, cfg.obd, channel=cfg.name, clock=clock, memory=memory)
+    if cfg.gps is not None:
+        return cls(cfg.name, cfg.gps, channel=cfg.name, clock=clock)
     if cfg.kind == "replay":
         return cls(cfg.name, cfg.log, speed=cfg.speed, channel=cfg.name, clock=clock, wait=wait)
     if cfg.kind == "simulator":
+        if cfg.start is not None:  # the channel's own ``start`` wins: replays repeat
+            start_time = cfg.start
         extra = {} if start_time is None else {"start_time": start_time}
         return cls(cfg.name, seed=cfg.seed, speed=cfg.speed, channel=cfg.name, clock=clock,
                    wait=wait, **extra)
@@ -108,7 +114,7 @@ def open_source(
                fd=cfg.fd, data_bitrate=cfg.data_bitrate, can_filters=can_filters, clock=clock)
 
 
-Decoder = ChannelDecoder | ObdDecoder
+Decoder = ChannelDecoder | ObdDecoder | GpsDecoder
 
 
 @dataclass
@@ -178,6 +184,8 @@ class Pipeline:
             decoder: Decoder
             if cfg.obd is not None:
                 decoder = ObdDecoder(cfg.name, selector)
+            elif cfg.gps is not None:
+                decoder = GpsDecoder(cfg.name, selector)
             else:
                 decoder = ChannelDecoder(cfg.name, dbs, selector, change_rule,
                                          config.selection.volatile)

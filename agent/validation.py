@@ -82,6 +82,10 @@ def load_usable_config(path: str | Path) -> UsableConfig:
         from agent.decode.obd import catalogue
 
         known.append(catalogue())
+    if any(ch.gps is not None for ch in config.channels):  # GPS.Latitude, ...
+        from agent.decode.gps import catalogue as gps_catalogue
+
+        known.append(gps_catalogue())
     warnings.extend(glob_warnings(config, known))
     return UsableConfig(config, tuple(warnings), loaded)
 

@@ -110,8 +110,8 @@ deadband = 1
         f"channels[1].log: log file not found: missing.log (looked for "
         f"{workdir / 'missing.log'})",
         "channels[1].speed: must be from 0 to 1_000, got -1",
-        "channels[2]: exactly one of interface, log, simulate = true, obd = true is required "
-        "(found: interface, log)",
+        "channels[2]: exactly one of interface, log, simulate = true, obd = true, gpsd, nmea "
+        "is required (found: interface, log)",
         "channels[2].interface: unknown python-can interface 'no-such-bus' (known: "
         + ", ".join(sorted(__import__("can").VALID_INTERFACES)) + ")",
         "channels[2].channel: required with interface",
@@ -135,8 +135,8 @@ deadband = 1
         # regression: an empty table was skipped without a word (an agent with no channel)
         ("[[channels]]\n[[signals]]", [
             "channels[0].name: required",
-            "channels[0]: exactly one of interface, log, simulate = true, obd = true is required "
-            "(found: none)",
+            "channels[0]: exactly one of interface, log, simulate = true, obd = true, gpsd, "
+            "nmea is required (found: none)",
             "channels[0].dbc: at least one DBC file is required",
             "signals[0].match: required"]),
         ('[[channels]]\nname = "a"\nlog = "drive.log"',

@@ -380,7 +380,7 @@ def test_docs_list_every_range() -> None:
 # -- anything at all: a Config or a ConfigError, never another exception ----------------
 
 KEYS = ["channels", "selection", "signals", "store", "upload", "vehicle", "name", "dbc",
-        "interface", "channel", "bitrate", "data_bitrate", "log", "simulate", "seed",
+        "interface", "channel", "bitrate", "data_bitrate", "log", "simulate", "seed", "start",
         "speed", "mode", "include", "exclude", "volatile", "include_volatile", "match",
         "min_period", "on_change", "deadband", "max_period", "state_dir", "quota_bytes",
         "url", "timeout", "ca_file", "interfaces", "vin", "id_secret_file",

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.consent import grant_for
 from helpers.http_peer import HttpPeer, Reply
 from helpers.notify_socket import NotifySocket
 
@@ -52,6 +53,7 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Service:
+        grant_for(self.config)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
             env=self.notify.env(), stdout=subprocess.DEVNULL, stderr=self.log.open("ab"),

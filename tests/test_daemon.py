@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from helpers.clock import Monotonic
+from helpers.consent import grant
 from helpers.notify_socket import NotifySocket
 
 from agent.service.daemon import EX_CONFIG, Daemon
@@ -54,6 +55,7 @@ commit_interval = 0.2
 def write_config(path: Path, state: Path, speed: float = 5.0,
                  exclude: tuple[str, ...] = ("*Counter*", "*Checksum*")) -> Path:
     path.write_text(CONFIG.format(speed=speed, state=state, exclude=json.dumps(list(exclude))))
+    grant(state)
     return path
 
 
@@ -225,15 +227,19 @@ def test_watchdog_stops_pinging_while_the_store_writer_is_stuck(tmp_path: Path) 
     daemon, sock, clock = watched_daemon(config, tmp_path, silence=2.0)
     hang, hung = threading.Event(), threading.Event()
     release = threading.Event()
-    committed = daemon._committed
+    make = daemon._on_commit
 
-    def on_commit(info: CommitInfo) -> None:  # runs in the store's writer thread
-        if hang.is_set():
-            hung.set()
-            release.wait(30)
-        committed(info)
+    def on_commit_for(name: str) -> Callable[[CommitInfo], None]:
+        committed = make(name)
 
-    daemon._committed = on_commit  # type: ignore[method-assign]
+        def on_commit(info: CommitInfo) -> None:  # runs in the store's writer thread
+            if hang.is_set():
+                hung.set()
+                release.wait(30)
+            committed(info)
+        return on_commit
+
+    daemon._on_commit = on_commit_for  # type: ignore[method-assign]
     runner = threading.Thread(target=daemon.run, daemon=True)
     runner.start()
     try:
@@ -262,6 +268,7 @@ def test_watchdog_goes_on_after_a_replay_ends(tmp_path: Path) -> None:
     config.write_text(f'[[channels]]\nname = "v"\nlog = "{drive}"\n'
                       f'dbc = "{ROOT / "dbc/demo_vehicle.dbc"}"\nspeed = 0\n'
                       f'[store]\nstate_dir = "{tmp_path / "state"}"\n')
+    grant(tmp_path / "state")
     daemon, sock, clock = watched_daemon(config, tmp_path, silence=1.0)
     runner = threading.Thread(target=daemon.run, daemon=True)
     runner.start()
@@ -310,6 +317,7 @@ def test_reload_rejects_a_private_key_readable_by_others(tmp_path: Path,
 def replay_config(path: Path, log: Path, state: Path, speed: float = 1.0) -> Path:
     path.write_text(f'[[channels]]\nname = "v"\nlog = "{log}"\ndbc = "{DBC}"\n'
                     f'speed = {speed}\n[store]\nstate_dir = "{state}"\ncommit_interval = 0.2\n')
+    grant(state)
     return path
 
 
@@ -366,6 +374,7 @@ def large_config(path: Path, state: Path) -> Path:
     dbc.write_text("\n".join(lines) + "\n")
     path.write_text(f'[[channels]]\nname = "vehicle"\nsimulate = true\ndbc = "{dbc}"\n'
                     f'[store]\nstate_dir = "{state}"\ncommit_interval = 0.2\n')
+    grant(state)
     return path
 
 

@@ -27,12 +27,20 @@ def test_demo_delivers_everything_it_read_to_the_receiver(tmp_path: Path) -> Non
     assert sent is not None, out.stdout
     batches, records = int(sent[1]), int(sent[2].replace(",", ""))
     with ReceiverDb(tmp_path / "received", readonly=True) as db:
-        assert len(db.batches()) == batches > 0
-        assert len(db.samples()) + len(db.events()) == records > 1000
+        # two destinations, the fleet's and the insurer's, each under its own pseudonym
+        vehicles = {b.vehicle for b in db.batches()}
+        (fleet,) = {s.vehicle for s in db.batches() if s.samples > 100}
+        assert len(vehicles) == 2
+        assert len(db.batches(vehicle=fleet)) == batches > 0
+        assert len(db.samples(vehicle=fleet)) + len(db.events(vehicle=fleet)) == records > 1000
         # the OBD channel read the simulated ECU's VIN: every batch under its pseudonym
-        assert [e.kind for e in db.events()] == ["service.start", "vehicle.identified"]
-        assert len({b.vehicle for b in db.batches()}) == 1
-        obd = {s.signal for s in db.samples() if s.channel == "obd"}
+        assert [e.kind for e in db.events(vehicle=fleet) if e.channel != "insights"] == [
+            "service.start", "vehicle.identified"]
+        assert "trip.start" in {e.kind for e in db.events(vehicle=fleet)}  # the insights
+        (insurer,) = vehicles - {fleet}
+        assert {e.kind.split(".")[0] for e in db.events(vehicle=insurer)} <= {
+            "trip", "driving"}  # what an insurer may receive, nothing else
+        obd = {s.signal for s in db.samples(vehicle=fleet) if s.channel == "obd"}
         assert {"ENGINE_RPM", "VEHICLE_SPEED", "MIL"} <= obd
         assert db.counters()["total"]["duplicates"] == 0
     assert "EngineData.EngineSpeed" in out.stdout  # the receiver's summary
@@ -66,9 +74,16 @@ def test_a_relative_dir_holds_the_buffer_and_the_whole_drive_reaches_the_receive
         "demo.toml", "received", "state"]
     assert (tmp_path / "demo1" / "state" / "buffer.sqlite3").is_file()
     with ReceiverDb(tmp_path / "demo1" / "received", readonly=True) as db:
+        (fleet,) = {s.vehicle for s in db.batches() if s.samples > 100}
         values: dict[str, list[float]] = {}
-        for s in db.samples():
+        for s in db.samples(vehicle=fleet):
             values.setdefault(s.signal, []).append(float(s.value))
+        kinds = {e.kind for e in db.events()}
+    # every event the box works out, on this drive cycle
+    assert {"trip.start", "trip.end", "driving.harsh_braking", "driving.harsh_acceleration",
+            "driving.speeding", "driving.night", "maintenance.service_due",
+            "maintenance.battery", "maintenance.coolant"} <= kinds
+    assert "events the box worked out" in out.stdout
     assert max(values["VehicleSpeed"]) >= 119  # the highway
     assert min(values["LongitudinalAccel"]) <= -5.5  # the harsh brake...
     assert max(values["ABSActive"]) == 1  # ...with ABS

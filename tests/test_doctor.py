@@ -25,6 +25,7 @@ import pytest
 import trustme
 from cryptography import x509
 from helpers.certs import Certs, make_certs
+from helpers.consent import grant_for
 from helpers.control_service import DBC, ROOT, SAMPLE, wait_for_socket
 from helpers.elm_peer import ElmPeer
 from test_obd_control import in_process  # noqa: F401 - a fixture
@@ -408,6 +409,7 @@ state_dir = "{tmp_path / 'state'}"
 [control]
 socket = "{socket_path}"
 """)
+    grant_for(config_path)
     daemon = Daemon(config_path)
     runner = threading.Thread(target=daemon.run, daemon=True)
     runner.start()
@@ -526,6 +528,7 @@ batch_seconds = 1.0
 socket = "{socket_path}"
 """)
     log = tmp_path / "service.log"
+    grant_for(config)
     proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=ROOT)
     try:

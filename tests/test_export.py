@@ -24,6 +24,7 @@ from typing import Any
 
 import cantools
 import pytest
+from helpers.consent import grant_for
 from helpers.sample_buffer import DBC, EVENTS, LOG, START, SampleBuffer, make_sample_buffer
 
 from agent.batch.ids import dbc_fingerprint, pseudonymous_vehicle_id
@@ -344,6 +345,7 @@ def test_export_while_the_service_runs(tmp_path: Path) -> None:
                       f'[control]\nsocket = "{tmp_path / "control"}"\n')
     env = {**os.environ, "BAVARD_SOCKET": str(tmp_path / "control")}
     log = tmp_path / "log"
+    grant_for(config)
     proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
                             env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=ROOT)
     try:

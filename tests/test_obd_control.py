@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.consent import grant_for
 from helpers.control_service import wait_for_socket
 from helpers.elm_peer import ElmPeer
 from test_obd_source import VIN, Car
@@ -87,6 +88,7 @@ def in_process(tmp_path: Path) -> Iterator[tuple[Path, SimulatedEcus, str]]:
     config = tmp_path / "bavard.toml"
     config.write_text(CONFIG.format(bus=bus, missing=tmp_path / "ttyUSB9",
                                     state=tmp_path / "state", socket=socket_path))
+    grant_for(config)
     daemon = Daemon(config)
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
@@ -268,6 +270,7 @@ state_dir = "{tmp_path / 'state'}"
 socket = "{socket_path}"
 """)
         log = tmp_path / "service.log"
+        grant_for(config)
         proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
                                 stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=ROOT)
         try:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers.consent import grant_for
 from helpers.elm_emulator import ElmEmulator, elm_emulator  # noqa: F401 - a fixture
 
 from agent.batch.ids import pseudonymous_vehicle_id
@@ -85,6 +86,7 @@ def test_run_with_an_elm327_channel(tmp_path: Path, elm_emulator: ElmEmulator,  
     config.write_text(ELM_CHANNEL.format(port=elm_emulator.link)
                       + STORE_UPLOAD.format(state=state, url=url))
     log = tmp_path / "log"
+    grant_for(config)
     proc = subprocess.Popen([sys.executable, "-m", "agent", "-v", "run", "--config",
                              str(config)], stdout=subprocess.DEVNULL, stderr=log.open("wb"),
                             cwd=ROOT)
@@ -156,6 +158,7 @@ obd = true
 port = "{tmp_path / 'no-adapter'}"
 """ + STORE_UPLOAD.format(state=state, url=url))
     clock = Monotonic()
+    grant_for(config)
     daemon = Daemon(config, monotonic=clock)
     runner = threading.Thread(target=daemon.run, daemon=True)
     runner.start()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.consent import grant_for
 
 from agent.frames import Sample
 from agent.receiver.core import Receiver
@@ -28,6 +29,7 @@ def key(s: Sample) -> tuple[Any, ...]:
 
 
 def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    grant_for(config)
     return subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from helpers.consent import grant_for
 from helpers.http_peer import HttpPeer, Reply, Request
 from helpers.netns import Net
 from helpers.notify_socket import NotifySocket
@@ -338,6 +339,7 @@ def test_reload_rejects_an_unusable_id_secret_and_the_watchdog_goes_on(tmp_path:
     sock = NotifySocket(tmp_path / "notify.sock")
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
                          "WATCHDOG_USEC": "400000"})
+    grant_for(config)
     daemon = Daemon(config, notifier=notifier, silence=1.0)
     log_lines: list[str] = []
 

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from helpers.broker import Broker
 from helpers.certs import make_certs
+from helpers.consent import grant_for
 from helpers.http_peer import (
     CLOSE_BEFORE_RESPONSE,
     CLOSE_MID_BODY,
@@ -117,6 +118,7 @@ class Agent:
     """The daemon in this process (the fault is on the receiver's side)."""
 
     def __init__(self, config: Path) -> None:
+        grant_for(config)
         self.daemon = Daemon(config, notifier=Notifier({}))
         self.thread = threading.Thread(target=self.daemon.run, daemon=True)
         self.stats: UploadStats | None = None
@@ -261,6 +263,7 @@ def far_receiver(net: Net, tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def run_agent_in(net: Net, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    grant_for(config)
     return subprocess.Popen(["ip", "netns", "exec", net.a, sys.executable, "-m", "agent",
                              "run", "--config", str(config)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=log.open("wb"))

@@ -17,7 +17,8 @@ socket, in the demo's temporary directory: the demo prints the
 ``bavard status --socket ...`` line to try in another terminal.
 
 By default the whole drive cycle plays (cold start, city, highway, harsh
-brake, parking: 240 s of vehicle time) at ten times real time, so in about 24 s.
+brake, parking, a minute parked: 300 s of vehicle time) at ten times real time,
+so in about 30 s.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from agent.sources.simulator.plan import DEFAULT_CYCLE_LENGTH
 
 HELP = "drive the simulated vehicle through the agent to a receiver on this machine, live"
 DRAIN_SECONDS = 15.0  # at the end: how long the buffer may take to reach the receiver
-DEFAULT_SPEED = 10.0  # the 240 s drive cycle in about 24 s
+DEFAULT_SPEED = 10.0  # the 300 s drive cycle in about 30 s
 OBD_BUS = "bavard-demo-obd"  # the virtual bus of demo.toml's OBD channel
 FLAT_OUT = 100.0  # --speed 0: the simulated ECUs' vehicle time runs this fast
+DEMO_PURPOSES = ("fleet", "insurance")  # what the demo's destinations receive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +72,9 @@ def demo_config(state: Path, url: str, seed: int, speed: float,
     text = text.replace("seed = 1", f"seed = {seed}").replace("speed = 1.0", f"speed = {speed}")
     return text + (f"\n[store]\nstate_dir = {_toml_string(str(state))}\ncommit_interval = 0.5\n"
                    f"\n[upload]\nurl = {_toml_string(url)}\nbatch_seconds = 600.0\n"
-                   f"linger = 3.0\n"
+                   f"linger = 3.0\npurpose = \"fleet\"\n"
+                   f"\n[destinations.insurer]\nurl = {_toml_string(url)}\n"
+                   f"purpose = \"insurance\"\nlinger = 3.0\n"
                    + ("" if socket is None else
                       # group "": the demo's user only (no group bavard needed here)
                       f"\n[control]\nsocket = {_toml_string(str(socket))}\ngroup = \"\"\n"))
@@ -107,6 +111,16 @@ def render(daemon: Any, receiver: Any, elapsed: float, out: TextIO,
         lines.append(f"  upload  {up.batches:,} batches, {up.items:,} records, "
                      f"{up.bytes / 1024:,.1f} KiB sent ({up.bytes / max(frames, 1):.2f} B per "
                      f"bus frame), {up.transient} retried, {up.refused} refused")
+    router = getattr(daemon, "router", None)
+    if router is not None:
+        for dest in router.status():
+            sent = daemon.uploaders.get(dest["destination"])
+            lines.append(f"  owner   {dest['destination']} ({dest['purpose']}): "
+                         f"{sum(dest['stored'].values()):,} items stored, "
+                         f"{sent.stats.batches if sent else 0:,} batches sent"
+                         + (_positions(dest["positions"]) if dest["positions"] else ""))
+        if router.insights is not None:
+            lines.append(f"  insights  {router.insight_events} events worked out on the box")
     lines.append(f"  receiver  {got.get('stored', 0):,} batches stored, "
                  f"{got.get('duplicates', 0)} duplicates dropped, {got.get('invalid', 0)} invalid")
     if console is not None:
@@ -130,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         base = (args.dir.expanduser() if args.dir else Path(tmp)).resolve()
         base.mkdir(parents=True, exist_ok=True)
         make_private_dir(base / "state")  # decoded vehicle data: 0700 whatever the umask
+        _grant_demo_consent(base / "state")
         receiver = Receiver.open(base / "received")
         server = serve(receiver, "127.0.0.1", 0)
         config = base / "demo.toml"
@@ -178,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
             receiver.close()
         with ReceiverDb(base / "received", readonly=True) as db:
             sys.stdout.write("\n" + render_summary(summarize(db)) + "\n")
+            sys.stdout.write("\n" + "\n".join(insight_lines(db)) + "\n")
         if args.dir is None:
             sys.stdout.write("(the demo's buffer and receiver database were in a temporary "
                              "directory; --dir DIR keeps them)\n")
@@ -187,6 +203,41 @@ def run(args: argparse.Namespace) -> int:
                              "at its next start)\n"
                              f"its configuration: {config}\n")
     return result[0] if result else 1
+
+
+def _positions(counts: dict[str, int]) -> str:
+    return (f"; positions: {counts['released']} sent (geohash cells), {counts['in_zone']} in "
+            f"the privacy zones, {counts['outside_trip']} outside a trip, "
+            f"{counts['same_cell']} in a cell already sent")
+
+
+def insight_lines(db: Any) -> list[str]:
+    """The events the box worked out, as the receiver got them (each once, with the
+    pseudonyms that received it)."""
+    seen: dict[tuple[float, str, str], list[str]] = {}
+    for vehicle in db.counters()["vehicles"]:
+        for event in db.events(vehicle=vehicle):
+            if event.channel == "insights":
+                seen.setdefault((event.timestamp, event.kind, event.detail), []).append(
+                    vehicle[:8])
+    lines = ["events the box worked out (the receiver's copy; to the pseudonyms shown):"]
+    for (ts, kind, detail), to in sorted(seen.items()):
+        stamp = time.strftime("%H:%M:%S", time.localtime(ts))
+        lines.append(f"  {stamp}  {kind:<28} {detail}  [{', '.join(to)}]")
+    return lines if seen else []
+
+
+def _grant_demo_consent(state: Path) -> None:
+    """The demo's owner consents, on its own throwaway box, to what its destinations
+    receive: a real box grants nothing until its owner says so (bavard consent)."""
+    import os
+
+    from agent.privacy.consent import ConsentBook
+
+    book = ConsentBook(state)
+    for purpose in DEMO_PURPOSES:
+        book.grant(purpose, None, os.getuid())
+    sys.stdout.write(f"consent granted on the demo's own box: {', '.join(DEMO_PURPOSES)}\n")
 
 
 def _vehicle_stopped(daemon: Any) -> bool:
@@ -201,10 +252,10 @@ def _vehicle_stopped(daemon: Any) -> bool:
 def _drain(daemon: Any, timeout: float) -> None:
     """Wait until the buffer is empty (everything reached the receiver) or ``timeout``."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and daemon.store is not None:
-        stats = daemon.store.stats()
-        if not any(c.items for c in stats.classes.values()):
+    while time.monotonic() < deadline and daemon.stores:
+        if not any(c.items for store in daemon.stores.values()
+                   for c in store.stats().classes.values()):
             return
-        if daemon.uploader is not None:
-            daemon.uploader.wake()
+        for uploader in daemon.uploaders.values():
+            uploader.wake()
         time.sleep(0.2)

@@ -121,12 +121,27 @@ def render(s: dict[str, Any]) -> str:
     else:
         lines.append(f"buffer   did not answer: {s.get('buffer_error', '?')}")
     lines.extend(_upload(s.get("upload")))
+    lines.extend(_destinations(s.get("destinations") or []))
     lines.append(_watchdog(s["watchdog"]))
     control = s["control"]
     lines.append(f"control  {control['socket']}: {control['clients']} client(s), "
                  f"{control['refused']} refused, {control['dropped']:,} stream items dropped "
                  "for slow readers")
     return "\n".join(lines)
+
+
+def _destinations(dests: list[dict[str, Any]]) -> list[str]:
+    """Per destination: its purpose, the owner's consent, what was stored and withheld."""
+    lines = ["owner    destination (purpose): consent; stored / withheld for want of consent"]
+    for d in dests:
+        stored, withheld = d.get("stored") or {}, d.get("withheld") or {}
+        consent = "granted" if d.get("granted") else "NOT granted: nothing stored"
+        up = d.get("upload")
+        sent = (f"; {up['batches']:,} batches sent ({up['state']})" if up else "")
+        lines.append(f"  {d['name']} ({d['purpose']}): {consent}; "
+                     f"{sum(stored.values()):,} / {sum(withheld.values()):,} items, "
+                     f"{d.get('buffered', 0):,} buffered{sent}")
+    return lines if dests else []
 
 
 def _channel(ch: dict[str, Any]) -> list[str]:

@@ -12,7 +12,8 @@ command                        args                    result
 ``buffer.retry-dead-letters``  {}                      {"batches", "items", "bytes"}
 =============================  ======================  =====================================
 
-plus the ``obd.*`` commands of agent.control.obd_commands. Each handler looks
+plus the ``obd.*`` commands of agent.control.obd_commands and the owner's
+``consent.*`` and ``privacy.*`` of agent.control.privacy_commands. Each handler looks
 the daemon's parts up at each call (a reload replaces the pipeline and the
 uploader) and runs in the server's command thread (agent.control.dispatch: one
 command at a time, streams go on meanwhile): the longest wait is the store's,
@@ -47,6 +48,7 @@ MAX_REASON = 500
 def service_commands(daemon: Daemon) -> dict[str, Command]:
     """Every command the service answers, ``obd.*`` included."""
     from agent.control.obd_commands import obd_commands
+    from agent.control.privacy_commands import privacy_commands
 
     def status(args: dict[str, Any]) -> dict[str, Any]:
         _only(args, "status")
@@ -62,6 +64,7 @@ def service_commands(daemon: Daemon) -> dict[str, Command]:
         "buffer.retry-dead-letters": lambda args: retry_dead_letters(daemon, args),
     }
     commands.update(obd_commands(daemon))
+    commands.update(privacy_commands(daemon))
     return commands
 
 
@@ -91,8 +94,11 @@ def signals(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
         if channel is not None and name != channel:
             continue
         selector = Selector.from_config(config.selection, ch.databases)
-        if ch.config.obd is not None:
-            for (_, message, signal), meta in obd_metadata(name).items():
+        if ch.config.obd is not None or ch.config.gps is not None:
+            from agent.decode.gps import gps_metadata
+
+            metas = (obd_metadata(name) if ch.config.obd is not None else gps_metadata(name))
+            for (_, message, signal), meta in metas.items():
                 if wanted is None or wanted.matches(message, signal):
                     out.append(_signal(name, message, signal, meta, selector(message, signal)))
             continue

@@ -67,6 +67,10 @@ def gather(config: Config | None, config_path: str | None, state_dir: Path) -> C
                          "dbc_files": [p.name for p in paths]})
         if ch.obd is not None:
             metadata.update(obd_metadata(ch.name))
+        if ch.gps is not None:
+            from agent.decode.gps import gps_metadata
+
+            metadata.update(gps_metadata(ch.name))
         databases = []
         for path in paths:
             entry = files.get(path)

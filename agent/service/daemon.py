@@ -92,6 +92,11 @@ from agent.control.tap import Tap
 from agent.errors import BavardError, ConfigError, StoreError
 from agent.frames import Event
 from agent.pipeline import Pipeline
+from agent.privacy.consent import ConsentBook
+from agent.privacy.destinations import LOCAL, MAIN, Destination, destinations_of
+from agent.privacy.ledger import Ledger
+from agent.privacy.router import Router
+from agent.service import owner
 from agent.service.notify import Notifier
 from agent.service.status import RateMeter, file_sha256
 from agent.service.watchdog import Watchdog
@@ -141,12 +146,12 @@ class _Prepared:
 
     config: Config
     pipeline: Pipeline
-    upload: _Upload | None
+    upload: dict[str, _Upload]  # by destination (none when nothing leaves the box)
 
     def discard(self) -> None:
         self.pipeline.close()
-        if self.upload is not None:
-            self.upload.transport.close()
+        for upload in self.upload.values():
+            upload.transport.close()
 
 
 class _StopNow(BaseException):
@@ -166,11 +171,17 @@ class Daemon:
         self.clock = clock
         self.monotonic = monotonic
         self.config: Config | None = None
-        self.store: Store | None = None
+        self.store: Store | None = None  # the first destination's (main, or local)
+        self.stores: dict[str, Store] = {}  # by destination (agent.privacy.destinations)
+        self.destinations: list[Destination] = []
         self.pipeline: Pipeline | None = None
-        self.uploader: Uploader | None = None
+        self.router: Router | None = None  # consent and purposes, before the stores
+        self.consent: ConsentBook | None = None
+        self.ledger: Ledger | None = None
+        self.uploaders: dict[str, Uploader] = {}  # by destination
+        self._granted: set[str] = set()  # purposes granted at the last look (expiry)
         self._pipeline_worker: _Worker | None = None
-        self._uploader_worker: _Worker | None = None
+        self._uploader_workers: dict[str, _Worker] = {}
         self._wake = threading.Event()
         self._stop_requested = False
         self._reload_requested = False
@@ -188,8 +199,13 @@ class Daemon:
         self._stats_at = float("-inf")  # monotonic time of the last look at the buffer
         self._gaps: dict[str, tuple[int, bool]] = {}  # channel -> (gaps seen, down now)
         self._vin: str | None = None  # the VIN an OBD channel read, once seen
-        # an uploader waiting for that VIN: (configuration, what it needs, deadline)
-        self._upload_waiting: tuple[Config, _Upload, float] | None = None
+        # the uploaders waiting for that VIN: (configuration, what they need, deadline)
+        self._upload_waiting: tuple[Config, dict[str, _Upload], float] | None = None
+
+    @property
+    def uploader(self) -> Uploader | None:
+        """The first destination's uploader (``main``): what status and commands show."""
+        return next(iter(self.uploaders.values()), None)
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -259,8 +275,8 @@ class Daemon:
                 self.control = None
             self._stop_workers(deadline)
             watchdog_stop.set()
-            if self.store is not None:
-                self.store.close(timeout=max(0.5, deadline - self.monotonic()))
+            for store in self.stores.values():
+                store.close(timeout=max(0.5, deadline - self.monotonic()))
             self.notifier.close()
 
     def _start_up(self) -> int | None:
@@ -275,14 +291,22 @@ class Daemon:
             _log_problems(f"{self.config_path}: configuration rejected", exc)
             return EX_CONFIG
         config = usable.config
-        try:
-            store = Store(config.store, clock=self.clock, on_commit=self._committed,
-                          monotonic=self.monotonic)
-            self.store = store  # closed on the way out, whatever happens in start()
-            store.start()
-        except StoreError as exc:
-            log.error("cannot open the buffer: %s", exc)
-            return 1
+        self.destinations = destinations_of(config)
+        for dest in self.destinations:
+            try:
+                store = Store(dest.store, clock=self.clock, monotonic=self.monotonic,
+                              on_commit=self._on_commit(dest.name))
+                self.stores[dest.name] = store  # closed on the way out, whatever happens
+                self.store = self.store or store
+                store.start()
+            except StoreError as exc:
+                log.error("cannot open the buffer of %s: %s", dest.name, exc)
+                return 1
+        # after the stores: they made the state directory
+        self.consent = ConsentBook(Path(config.store.state_dir), clock=self.clock)
+        self.ledger = Ledger(Path(config.store.state_dir), clock=self.clock)
+        owner.log_consent(self)
+        self._granted = {d.purpose for d in self.destinations if self.consent.granted(d.purpose)}
         from agent.upload.pause import PauseSwitch
 
         self.pause = PauseSwitch(config.store.state_dir, self.clock)
@@ -337,21 +361,27 @@ class Daemon:
         pipeline = Pipeline.from_config(config, clock=self.monotonic, start_time=self.clock(),
                                         databases=databases,
                                         state_dir=Path(config.store.state_dir))
+        uploads: dict[str, _Upload] = {}
         try:
-            upload = self._prepare_upload(config, pipeline) if config.upload else None
+            for dest in destinations_of(config):
+                if dest.upload is not None:
+                    uploads[dest.name] = self._prepare_upload(config, dest, pipeline)
         except BaseException:
             pipeline.close()
+            for upload in uploads.values():
+                upload.transport.close()
             raise
-        return _Prepared(config, pipeline, upload)
+        return _Prepared(config, pipeline, uploads)
 
-    def _prepare_upload(self, config: Config, pipeline: Pipeline) -> _Upload:
+    def _prepare_upload(self, config: Config, dest: Destination, pipeline: Pipeline
+                        ) -> _Upload:
         from agent.service.identity import identity
         from agent.upload.connectivity import InterfaceRules
         from agent.upload.transport import open_transport
 
-        upload = config.upload
+        upload = dest.upload
         assert upload is not None
-        who = identity(config, pipeline)
+        who = identity(config, pipeline, dest.name)
         rules = InterfaceRules.with_overrides(dict(upload.interfaces))
         return _Upload(who, rules, open_transport(upload.transport()))
 
@@ -367,23 +397,25 @@ class Daemon:
         pipeline.tap = self.tap
         self.tap.channels = frozenset(c.name for c in config.channels)
         self.rates.update(pipeline)  # frames/s from now on
+        router = owner.make_router(self, config)
+        self.router = router
         beat = self.watchdog.register("pipeline", self.silence)
         stop = threading.Event()
-        store = self.store
         thread = threading.Thread(target=pipeline.run, name="pipeline", daemon=True,
-                                  args=(store.put_samples, stop, store.put_frames, beat,
-                                        store.put_events))
+                                  args=(router.put_samples, stop, router.put_frames, beat,
+                                        router.put_events))
         self._pipeline_worker = _Worker(thread, stop)
         self._pipeline_ended_logged = False
         self._gaps = {}  # new sources count their gaps from zero
         thread.start()
-        if prepared.upload is not None:
+        if prepared.upload:
             if self._vin_awaited(config, pipeline):
                 log.info("uploads wait for an OBD channel to read the VIN (at most %.0f s), "
                          "which gives the batches their pseudonym", VIN_WAIT)
                 self._upload_waiting = (config, prepared.upload, self.monotonic() + VIN_WAIT)
             else:
-                self._start_uploader(config, prepared.upload)
+                for name, upload in prepared.upload.items():
+                    self._start_uploader(config, name, upload)
 
     def _vin_awaited(self, config: Config, pipeline: Pipeline) -> bool:
         """No VIN is configured or known yet, and an OBD channel will read one."""
@@ -401,35 +433,41 @@ class Daemon:
         config, prepared, deadline = waiting
         if self._vin is None and self.monotonic() < deadline:
             return
-        from agent.service.identity import vehicle_id
+        from agent.service.identity import destination_vehicle_id
 
         self._upload_waiting = None
         if self._vin is None:
             log.warning("no OBD channel read the VIN within %.0f s: uploading under the "
                         "pseudonym of an unknown VIN until one does", VIN_WAIT)
-        who = dataclasses.replace(prepared.identity,
-                                  vehicle_id=vehicle_id(config, self._vin or ""))
-        self._start_uploader(config, dataclasses.replace(prepared, identity=who))
+        for name, upload in prepared.items():
+            who = dataclasses.replace(
+                upload.identity, vehicle_id=destination_vehicle_id(config, name, self._vin or ""))
+            self._start_uploader(config, name, dataclasses.replace(upload, identity=who))
 
-    def _start_uploader(self, config: Config, prepared: _Upload) -> None:
+    def _start_uploader(self, config: Config, name: str, prepared: _Upload) -> None:
         from agent.upload.budget import DataBudget
         from agent.upload.connectivity import Connectivity
         from agent.upload.uploader import Uploader
 
-        upload = config.upload
-        assert upload is not None and self.store is not None
-        # made here, once the old uploader has stopped: it charged the same file until then
+        dest = next(d for d in destinations_of(config) if d.name == name)
+        upload, store = dest.upload, self.stores[name]
+        assert upload is not None
+        # made here, once the old uploader has stopped: it charged the same file until then;
+        # one file for every destination: the link's budget is the box's, not theirs
         budget = DataBudget(config.store.state_dir, upload.metered_daily_bytes,
                             upload.metered_monthly_bytes, self.clock)
-        beat = self.watchdog.register("uploader", self.silence)
-        uploader = Uploader(self.store, prepared.transport, upload, prepared.identity,
+        worker_name = "uploader" if name in (MAIN, LOCAL) else f"uploader-{name}"
+        beat = self.watchdog.register(worker_name, self.silence)
+        uploader = Uploader(store, prepared.transport, upload, prepared.identity,
                             connectivity=Connectivity(prepared.rules), budget=budget,
-                            clock=self.clock, beat=beat, pause=self.pause)
+                            clock=self.clock, beat=beat, pause=self.pause,
+                            allowed=owner.consent_check(self, dest.purpose),
+                            on_delivered=owner.ledger_recorder(self, name, dest.purpose))
         stop = threading.Event()
-        thread = threading.Thread(target=uploader.run, args=(stop,), name="uploader",
+        thread = threading.Thread(target=uploader.run, args=(stop,), name=worker_name,
                                   daemon=True)
-        self.uploader = uploader
-        self._uploader_worker = _Worker(thread, stop)
+        self.uploaders[name] = uploader
+        self._uploader_workers[name] = _Worker(thread, stop)
         thread.start()
 
     def stop_sources(self, timeout: float = 3.0) -> None:
@@ -444,7 +482,8 @@ class Daemon:
         """Sources first (what they read goes to the store), then the uploader."""
         waiting, self._upload_waiting = self._upload_waiting, None
         if waiting is not None:
-            waiting[1].transport.close()
+            for upload in waiting[1].values():
+                upload.transport.close()
         pipeline_worker, self._pipeline_worker = self._pipeline_worker, None
         if pipeline_worker is not None:
             pipeline_worker.stop.set()
@@ -452,16 +491,20 @@ class Daemon:
             if pipeline_worker.thread.is_alive():
                 log.error("the pipeline did not stop in time; frames it holds are lost")
             self.watchdog.unregister("pipeline")
-        uploader_worker, self._uploader_worker = self._uploader_worker, None
-        if uploader_worker is not None and self.uploader is not None:
-            uploader_worker.stop.set()
-            self.uploader.wake()
-            self.uploader.transport.close()  # unblocks a send waiting for its answer
-            uploader_worker.thread.join(max(0.1, deadline - self.monotonic()))
-            if uploader_worker.thread.is_alive():
-                log.error("the uploader did not stop in time; its batch comes back at start")
-            self.watchdog.unregister("uploader")
-            self.uploader = None
+        if self.router is not None:
+            self.router.close()  # what the box worked out is kept for the next start
+        workers, self._uploader_workers = self._uploader_workers, {}
+        uploaders, self.uploaders = self.uploaders, {}
+        for name, worker in workers.items():
+            worker.stop.set()
+            uploaders[name].wake()
+            uploaders[name].transport.close()  # unblocks a send waiting for its answer
+        for name, worker in workers.items():
+            worker.thread.join(max(0.1, deadline - self.monotonic()))
+            if worker.thread.is_alive():
+                log.error("the uploader of %s did not stop in time; its batch comes back at "
+                          "start", name)
+            self.watchdog.unregister(worker.thread.name)
 
     # -- reload ------------------------------------------------------------------------------
 
@@ -479,6 +522,7 @@ class Daemon:
             if config.control != self.config.control:
                 log.warning("[control] changed: it takes effect at the next restart")
                 config = dataclasses.replace(config, control=self.config.control)
+            config = owner.keep_destinations(self.config, config)
             prepared = self._prepare(config, usable.databases)
             self._interruptible = False
         except _StopNow:
@@ -510,23 +554,29 @@ class Daemon:
 
     # -- looking after the others ------------------------------------------------------------
 
-    def _committed(self, info: CommitInfo) -> None:  # in the store's writer thread
-        uploader = self.uploader
-        if uploader is not None:
-            uploader.wake()
+    def _on_commit(self, name: str) -> Callable[[CommitInfo], None]:
+        def committed(info: CommitInfo) -> None:  # in that store's writer thread
+            uploader = self.uploaders.get(name)
+            if uploader is not None:
+                uploader.wake()
+        return committed
 
     def _monitor(self) -> None:
-        store = self.store
-        assert store is not None
         now = self.monotonic()
         if now - self._stats_at >= min(STATS_EVERY, self.silence / 4):
             self._stats_at = now
-            try:  # a writer that answers within the time is alive
-                stats = store.stats(timeout=min(MONITOR * 2, self.silence / 2))
-                self._depth = sum(c.items for c in stats.classes.values())
+            try:  # writers that answer within the time are alive
+                depth = 0
+                for store in self.stores.values():
+                    stats = store.stats(timeout=min(MONITOR * 2, self.silence / 2))
+                    depth += sum(c.items for c in stats.classes.values())
+                self._depth = depth
                 self.watchdog.beat("store-writer")
             except (StoreError, KeyError) as exc:
-                log.warning("the store did not answer: %s", exc)
+                log.warning("a store did not answer: %s", exc)
+        if self.router is not None:
+            self.router.quiet(self.clock())
+        self._granted = owner.watch_expiry(self, self._granted)
         worker = self._pipeline_worker
         if worker is not None and not worker.thread.is_alive() and not self._pipeline_ended_logged:
             # the sources ended (a log replayed to its end): nothing more to watch there
@@ -540,6 +590,17 @@ class Daemon:
             self._start_waiting_uploader()
             self.rates.update(pipeline)
 
+    # -- the owner's commands (agent.control.privacy_commands) ---------------------------
+
+    def grant(self, purpose: str, until: float | None, uid: int) -> dict[str, Any]:
+        return owner.grant(self, purpose, until, uid)
+
+    def revoke(self, purpose: str, uid: int) -> dict[str, Any]:
+        return owner.revoke(self, purpose, uid)
+
+    def rotate_key(self, destination: str) -> dict[str, Any]:
+        return owner.rotate_key(self, destination)
+
     @property
     def upload_waiting(self) -> bool:
         """The uploader waits for an OBD channel to read the VIN."""
@@ -552,8 +613,8 @@ class Daemon:
         a technician's commands. Never blocks (any thread may call it)."""
         events = [Event(self.clock(), channel, kind, detail, priority)]
         self.tap.events(events)
-        if self.store is not None:
-            self.store.put_events(events, block=False)
+        if self.router is not None:  # consent and purposes, like the sources' events
+            self.router.put_events(events, block=False)
 
     def _bus_events(self, pipeline: Pipeline) -> None:
         """``bus.down`` and ``bus.up`` events from the sources' gap counters (counted, so
@@ -583,18 +644,18 @@ class Daemon:
             vin = ch.source.vin
             if not vin or vin == self._vin:
                 continue
-            from agent.service.identity import read_vin, remember_vin, vehicle_id
+            from agent.service.identity import destination_vehicle_id, read_vin, remember_vin
 
             self._vin = vin
             if vin != read_vin(config):
                 remember_vin(config, vin)
                 self.event("vehicle.identified", f"VIN read on {ch.config.name}; the "
                                                   "pseudonym follows it", 1, ch.config.name)
-            uploader = self.uploader
-            if uploader is not None:
-                pseudonym = vehicle_id(config, vin)
+            for name, uploader in self.uploaders.items():
+                pseudonym = destination_vehicle_id(config, name, vin)
                 if uploader.identity.vehicle_id != pseudonym:
-                    log.info("vehicle pseudonym from the VIN read on %s", ch.config.name)
+                    log.info("vehicle pseudonym of %s from the VIN read on %s", name,
+                             ch.config.name)
                     uploader.identity = dataclasses.replace(uploader.identity,
                                                             vehicle_id=pseudonym)
             return

@@ -31,6 +31,8 @@ from agent.config import Config
 from agent.decode.obd import obd_metadata
 from agent.errors import ConfigError
 from agent.pipeline import Pipeline, channel_dbcs
+from agent.privacy.destinations import MAIN
+from agent.privacy.keys import destination_key, rotate_key
 from agent.upload.uploader import Identity
 
 log = logging.getLogger(__name__)
@@ -100,12 +102,43 @@ def vehicle_id(config: Config, vin: str) -> str:
     return pseudonymous_vehicle_id(vin or UNKNOWN_VIN, id_secret(config))
 
 
-def identity(config: Config, pipeline: Pipeline) -> Identity:
+def destination_vehicle_id(config: Config, destination: str, vin: str) -> str:
+    """The pseudonym one destination sees: ``main`` keeps the box's key (above), every
+    other destination has a key of its own (agent.privacy.keys), so that two recipients
+    cannot join their data on it."""
+    if destination == MAIN:
+        return vehicle_id(config, vin)
+    key = destination_key(Path(config.store.state_dir), destination)
+    return pseudonymous_vehicle_id(vin or UNKNOWN_VIN, key)
+
+
+def rotate_destination_key(config: Config, destination: str) -> None:
+    """A new key for one destination; the old one is destroyed."""
+    if destination != MAIN:
+        rotate_key(Path(config.store.state_dir), destination)
+        return
+    if config.vehicle.id_secret_file is not None:
+        raise ConfigError(f"the key of the main destination is [vehicle] id_secret_file "
+                          f"({config.vehicle.id_secret_file}): replace that file to rotate it")
+    path = Path(config.store.state_dir) / SECRET_NAME
+    try:
+        write_atomically(path, [secrets.token_bytes(32)])
+    except OSError as exc:
+        raise ConfigError(f"cannot replace the pseudonym secret {path}: "
+                          f"{exc.strerror or exc}") from None
+    log.warning("the pseudonym key of %s was rotated: its pseudonym changes", destination)
+
+
+def identity(config: Config, pipeline: Pipeline, destination: str = MAIN) -> Identity:
     paths = [p for ch in config.channels for p in channel_dbcs(ch)]
     signals: dict[SignalKey, SignalMeta] = {}
     for ch in pipeline.channels:
         if ch.config.obd is not None:
             signals.update(obd_metadata(ch.config.name))
+        if ch.config.gps is not None:
+            from agent.decode.gps import gps_metadata
+
+            signals.update(gps_metadata(ch.config.name))
         signals.update(signal_metadata(ch.config.name, ch.databases))
-    return Identity(vehicle_id(config, read_vin(config)),
+    return Identity(destination_vehicle_id(config, destination, read_vin(config)),
                     dbc_fingerprint(paths) if paths else "", signals)

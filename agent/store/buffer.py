@@ -213,10 +213,16 @@ class Store:
 
     # -- by hand (agent.store.maintenance) --------------------------------------------------
 
-    def purge(self, kind: Kind, timeout: float | None = None) -> Purged:
-        """Delete what the buffer holds of ``kind``, except a batch in flight; what is
-        queued before the call is committed first, so it goes too."""
-        return self._call(lambda: self._writer.purge(kind), timeout)
+    def purge(self, kind: Kind, timeout: float | None = None,
+              in_flight_too: bool = False) -> Purged:
+        """Delete what the buffer holds of ``kind``, except a batch in flight (unless
+        ``in_flight_too``); what is queued before the call is committed first, so it
+        goes too."""
+        return self._call(lambda: self._writer.purge(kind, in_flight_too), timeout)
+
+    def purge_dead_letters(self, timeout: float | None = None) -> Retried:
+        """Delete every dead letter (what was deleted, counted as a Retried)."""
+        return self._call(self._writer.purge_dead_letters, timeout)
 
     def retry_dead_letters(self, timeout: float | None = None) -> Retried:
         """Move the dead letters back among the data waiting for upload."""

@@ -10,6 +10,8 @@ transaction: a power cut leaves the buffer as it was before, or after.
   being uploaded now is left alone: its acknowledgement deletes it), counted
   ``purged.<class>``; the file's free pages are then given back to the
   filesystem, since a technician purges to make room.
+* :func:`purge_dead_letters` deletes every dead letter (a purpose's consent was
+  revoked: agent.privacy.purge).
 * :func:`offline_config` is what a command opens the Store with when no
   service runs and no configuration is given: settings that change nothing
   but what is asked (the quota the buffer recorded, no age limits).
@@ -66,11 +68,11 @@ class Retried:
         return asdict(self)
 
 
-def purge(db: sqlite3.Connection, kind: Kind, inflight: Collection[int]) -> Purged:
+def purge(db: sqlite3.Connection, kind: Kind, inflight: Collection[int] | None) -> Purged:
     """Delete the chunks of ``kind`` not in a batch in flight (``inflight``: the
-    ``seq_first`` of each), in one transaction."""
-    flying = sorted(inflight)
-    free = "batch IS NULL"
+    ``seq_first`` of each; None: every chunk, in flight or not), in one transaction."""
+    flying = sorted(inflight or ())
+    free = "batch IS NULL" if inflight is not None else "1"
     if flying:
         free += f" OR batch NOT IN ({', '.join('?' * len(flying))})"
     where = f"class = ? AND ({free})"
@@ -85,6 +87,19 @@ def purge(db: sqlite3.Connection, kind: Kind, inflight: Collection[int]) -> Purg
                       (int(kind),)).fetchone()[0]
     db.execute("COMMIT")
     return Purged(kind, items, nbytes, chunks, left)
+
+
+def purge_dead_letters(db: sqlite3.Connection) -> Retried:
+    """Delete every dead letter, in one transaction (consent revoked: nothing of it may
+    stay for a retry)."""
+    db.execute("BEGIN IMMEDIATE")
+    batches, items, nbytes = db.execute(
+        "SELECT count(DISTINCT batch), coalesce(sum(items), 0), coalesce(sum(nbytes), 0) "
+        "FROM dead_letter").fetchone()
+    db.execute("DELETE FROM dead_letter")
+    schema.add_counters(db, {"dead_letter.purged_items": items})
+    db.execute("COMMIT")
+    return Retried(batches, items, nbytes)
 
 
 def retry_dead_letters(db: sqlite3.Connection, now: float) -> Retried:

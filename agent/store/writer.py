@@ -352,12 +352,15 @@ class Writer(threading.Thread):
         result: int = base.guard(action, run)
         return result
 
-    def purge(self, kind: Kind) -> maintenance.Purged:
+    def purge(self, kind: Kind, in_flight_too: bool = False) -> maintenance.Purged:
         """Delete what the buffer holds of ``kind`` and is not in flight (events held in
-        memory for a full disk too), then give the freed pages back to the filesystem."""
+        memory for a full disk too), then give the freed pages back to the filesystem.
+        ``in_flight_too``: a batch being uploaded goes as well (consent revoked: its
+        acknowledgement, if it comes, finds nothing)."""
         base = self.database
+        inflight = None if in_flight_too else base.inflight
         purged: maintenance.Purged = base.guard(
-            "purge", lambda db: maintenance.purge(db, kind, base.inflight))
+            "purge", lambda db: maintenance.purge(db, kind, inflight))
         base.dirty = True
         held = 0
         if kind == Kind.EVENT and self.held:
@@ -369,6 +372,14 @@ class Writer(threading.Thread):
         log.warning("store: purged %d %s (%d bytes) by hand; %d in flight left", purged.items
                     + held, kind.label, purged.bytes, purged.in_flight)
         return dataclasses.replace(purged, items=purged.items + held)
+
+    def purge_dead_letters(self) -> maintenance.Retried:
+        """Delete every dead letter."""
+        base = self.database
+        purged: maintenance.Retried = base.guard("purge-dead-letters",
+                                                 maintenance.purge_dead_letters)
+        base.dirty = True
+        return purged
 
     def retry_dead_letters(self) -> maintenance.Retried:
         """Move the dead letters back among the data waiting for upload."""

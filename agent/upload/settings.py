@@ -21,6 +21,7 @@ class UploadConfig:
     (cellular) link may carry. Sizes in bytes, times in seconds."""
 
     url: str = ""  # https://..., http://... (loopback tests), mqtts://..., mqtt://...
+    purpose: str = "fleet"  # what it may receive (agent.privacy.purposes)
     topic: str = "bavard/{vehicle}/batch"
     timeout: float = 30.0
     ca_file: Path | None = None

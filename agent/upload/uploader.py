@@ -118,11 +118,17 @@ class Uploader:
                  sleep: Callable[[float, threading.Event], object] | None = None,
                  wait: Callable[[float], object] | None = None,
                  beat: Callable[[], None] = lambda: None,
-                 pause: PauseSwitch | None = None) -> None:
+                 pause: PauseSwitch | None = None,
+                 allowed: Callable[[], bool] | None = None,
+                 on_delivered: Callable[[StoredBatch, str, int], None] | None = None
+                 ) -> None:
         """``sleep(seconds, stop)`` waits between attempts (default: on ``stop``, beating
         the watchdog); ``wait(seconds)`` is the idle wait that :meth:`wake` ends early
         (default: on the wake event); ``rng`` gives the jitter in [0, 1); all for tests.
-        ``pause``: uploads paused by hand (none: never paused)."""
+        ``pause``: uploads paused by hand (none: never paused). ``allowed()``: the owner's
+        consent for this destination's purpose stands (checked before each batch and each
+        attempt; none: always). ``on_delivered(batch, batch id, bytes)``: after each
+        acknowledgement (the privacy ledger)."""
         self.store = store
         self.transport = transport
         self.config = config
@@ -134,6 +140,8 @@ class Uploader:
         self.beat = beat
         self.sleep = sleep or self._interruptible_sleep
         self.pause = pause
+        self.allowed = allowed
+        self.on_delivered = on_delivered
         self.stats = UploadStats()
         self.endpoint = config.transport().host
         #: the link of the last look (None: none found yet, or no connectivity gate)
@@ -200,6 +208,10 @@ class Uploader:
             self.stats.state = "paused"
             self._idle(stop, IDLE)
             return
+        if not self._consented():
+            self.stats.state = "no-consent"
+            self._idle(stop, IDLE)
+            return
         link = self._link()
         if link is False:
             self.stats.state = "waiting-link"
@@ -260,6 +272,11 @@ class Uploader:
             return
         self._streak = 0
         self._finish("ack", stored, nbytes=len(payload))
+        if self.on_delivered is not None:
+            try:
+                self.on_delivered(stored, batch_id, len(payload))
+            except Exception:  # the account of it must not stop the uploads
+                log.exception("upload: cannot record batch %s in the privacy ledger", batch_id)
         small = (stored.items < self.config.batch_items // 2 and
                  _span(stored) < self.config.batch_seconds / 2)
         if stored.kind != Kind.EVENT and small:  # caught up: let the next batch fill
@@ -269,6 +286,9 @@ class Uploader:
 
     def _paused(self) -> bool:
         return self.pause is not None and self.pause.paused is not None
+
+    def _consented(self) -> bool:
+        return self.allowed is None or self.allowed()
 
     def _finish(self, action: str, stored: StoredBatch, reason: str = "",
                 nbytes: int = 0) -> bool:
@@ -317,6 +337,8 @@ class Uploader:
                 raise _Interrupted("stopping")
             if self._paused():
                 raise _Interrupted("uploads paused")
+            if not self._consented():
+                raise _Interrupted("consent revoked")
             if link is not None and self.connectivity is not None and self._link() is False:
                 raise _Interrupted(f"link {link.name} is gone")
             self.beat()
@@ -337,7 +359,7 @@ class Uploader:
         retrying = Retrying(
             retry=retry_if_exception_type(TransientUploadError),
             wait=self._wait,
-            stop=lambda state: (stop.is_set() or self._paused()
+            stop=lambda state: (stop.is_set() or self._paused() or not self._consented()
                                 or state.attempt_number >= ATTEMPTS_PER_BATCH),
             sleep=self._sleeper(stop),
             before_sleep=self._log_retry,

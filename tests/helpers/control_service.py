@@ -1,3 +1,4 @@
+
 """``bavard run`` as a process with its control socket in a test's directory, for the
 technician's commands (``live``, ``record``) to talk to; every wait bounded."""
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from agent.control.client import ControlClient
 from agent.errors import ControlError
+from tests.helpers.consent import grant_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "sample_drive.log"
@@ -60,6 +62,7 @@ def running_service(tmp_path: Path, source: str = "replay", speed: float = 1.0,
     Its stderr is in ``tmp_path/service.log``."""
     config, socket = write_config(tmp_path, source, speed, log)
     stderr = tmp_path / "service.log"
+    grant_for(config)
     proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=stderr.open("wb"), cwd=ROOT)
     try:

@@ -51,6 +51,7 @@ import pytest
 from agent.frames import Event
 from agent.store import Store, StoreConfig
 from tests.conftest import ROOT
+from tests.helpers.consent import grant_for
 from tests.vcan.conftest import cansend, filter_lines, wait_until
 
 pytestmark = pytest.mark.vcan
@@ -187,6 +188,7 @@ class Output:
 def bavard_run(config: Path) -> Iterator[tuple[subprocess.Popen[str], Output]]:
     """``bavard run --config config``, its output read as it comes; killed at the end
     if it still runs (a failed assertion)."""
+    grant_for(config)
     daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(config)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = Output(daemon)

@@ -1,0 +1,1 @@
+"""The owner in control: purposes, consent, what leaves the box, and where."""
