@@ -38,6 +38,8 @@ from agent.privacy.purposes import BUILTIN
 from agent.privacy.router import Outlet, Router
 from agent.store import Store, StoreConfig
 
+CONTENDERS = ("router", "insights")  # the paths checked against (1)
+
 
 class Granted:
     def granted(self, purpose: str) -> bool:
@@ -75,7 +77,7 @@ def run(case: Case, how: str, check: bool) -> tuple[float, list[Sample], list[Ev
     return seconds, samples, events, pipeline.frames_in
 
 
-def bench(case: Case, rounds: int) -> None:
+def bench(case: Case, rounds: int, wrong: tuple[str, str] | None = None) -> None:
     best: dict[str, float] = {}
     held: dict[str, list[Sample]] = {}
     events: list[Event] = []
@@ -88,10 +90,17 @@ def bench(case: Case, rounds: int) -> None:
                 held[how] = samples
                 if how == "insights":
                     events = got
+    if wrong is not None:
+        held[wrong[0]] = benchlib.corrupt_samples(held[wrong[0]], wrong[1],
+                                                  lambda message, signal: False)
     for how in ("router", "insights"):
         if held[how] != held["store"]:
-            raise Mismatch(f"{case.title}: the store holds {len(held[how]):,} samples through "
-                           f"the {how} path, {len(held['store']):,} without it")
+            first = next((i for i, (a, b) in enumerate(zip(held[how], held["store"],
+                                                             strict=False)) if a != b),
+                         min(len(held[how]), len(held["store"])))
+            raise Mismatch(f"{case.title}: the store holds other samples through the {how} "
+                           f"path ({len(held[how]):,}) than without it "
+                           f"({len(held['store']):,}); the first difference is sample {first}")
     base = frames / best["store"]
     print(f"{case.title}: {frames:,} frames, {len(held['store']):,} samples stored, "
           f"{rounds} round{'s' if rounds > 1 else ''} (best)")
@@ -111,11 +120,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 1 round, sample drive only")
     benchlib.add_case_arguments(parser)
+    benchlib.add_wrong_argument(parser, CONTENDERS)
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.no_corpus = 1, True
+    wrong = benchlib.parse_wrong(args.wrong, CONTENDERS)
     for case in benchlib.cases(args):
-        bench(case, args.rounds)
+        bench(case, args.rounds, wrong)
     return 0
 
 

@@ -126,6 +126,19 @@ def test_batch_fails_when_a_row_is_wrong(wrong: str, says: str) -> None:
     assert says in err, err
 
 
+def test_owner_checks_that_the_router_stores_what_the_store_alone_does() -> None:
+    out = ok("bench_owner.py", "--quick")
+    assert "(2) pipeline -> router (consent, purposes) -> store" in out
+    assert "(3) as (2), with the insights" in out and "1.00x (1)" in out
+    assert "checked: (2) and (3) store the same samples as (1)" in out
+
+
+@pytest.mark.parametrize("wrong", ["router:skip", "insights:value"])
+def test_owner_fails_when_a_path_stores_something_else(wrong: str) -> None:
+    err = fails("bench_owner.py", "--quick", "--wrong", wrong)
+    assert "demo sample drive: the store holds" in err, err
+
+
 def test_ingest_fails_when_the_store_is_wrong() -> None:
     err = fails("bench_ingest.py", "--quick", "--wrong", "bavard:value")
     assert "demo sample drive, the store: sample 0" in err, err

@@ -49,6 +49,9 @@ exclude = {exclude}
 [store]
 state_dir = "{state}"
 commit_interval = 0.2
+
+[insights]
+enabled = false  # the events counted here are the service's own
 """
 
 
@@ -316,7 +319,8 @@ def test_reload_rejects_a_private_key_readable_by_others(tmp_path: Path,
 
 def replay_config(path: Path, log: Path, state: Path, speed: float = 1.0) -> Path:
     path.write_text(f'[[channels]]\nname = "v"\nlog = "{log}"\ndbc = "{DBC}"\n'
-                    f'speed = {speed}\n[store]\nstate_dir = "{state}"\ncommit_interval = 0.2\n')
+                    f'speed = {speed}\n[store]\nstate_dir = "{state}"\ncommit_interval = 0.2\n'
+                    '[insights]\nenabled = false\n')  # the events counted are the service's
     grant(state)
     return path
 

@@ -156,7 +156,7 @@ def test_live_from_a_log_filter_pause_scroll_quit(tmux: Tmux) -> None:
     assert tmux.alternate()
     top = header(second)
     assert top.startswith("bavard live  log sample_drive.log  ")
-    assert re.search(r"\d+ signals \(78 known\)", top), top
+    assert re.search(r"\d+ signals \(80 known\)", top), top
     assert re.search(r"[1-9][\d,]* samples/s", top) and "dropped 0" in top
     table = rows(second)
     assert "EngineData.EngineSpeed" in table
@@ -220,7 +220,7 @@ def test_live_from_the_running_service(tmux: Tmux, tmp_path: Path) -> None:
         top = header(second)
         assert top.startswith(f"bavard live  service {socket}  ")
         # the service decodes what its selection takes: counters and checksums are not
-        assert re.search(r"\d+ signals \(78 known, 62 selected\)", top), top
+        assert re.search(r"\d+ signals \(80 known, 64 selected\)", top), top
         table = rows(second)
         assert channels(second) == {"vehicle"}
         assert not any("_Counter" in name for name in table)

@@ -70,6 +70,9 @@ deadband = 0.5
 [[signals]]
 match = "*"
 on_change = true
+
+[insights]
+enabled = false  # the events counted here are the service's own
 """
 
 

@@ -100,6 +100,7 @@ class Router:
         drops them (counted by the store) rather than wait."""
         with self._lock:
             derived = self.insights.events(events) if self.insights is not None else []
+            self._trips(events)
             self._events(events, block)
             if derived:
                 self.insight_events += len(derived)

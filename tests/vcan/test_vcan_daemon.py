@@ -233,6 +233,9 @@ include = ["VehicleDynamics.VehicleSpeed"]
 [store]
 state_dir = "{state}"
 commit_interval = 0.2
+
+[insights]
+enabled = false  # the events counted here are the service's and the bus's
 """)
     return path
 
