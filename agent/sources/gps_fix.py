@@ -77,6 +77,35 @@ def finite(value: object) -> float | None:
     return value if math.isfinite(value) else None
 
 
+class Lines:
+    """Bytes as they come -> whole lines of at most ``limit`` bytes; a longer line is
+    skipped whole, reported through ``too_long(detail)``."""
+
+    def __init__(self, limit: int, too_long: Callable[[str], None]) -> None:
+        self.limit = limit
+        self.too_long = too_long
+        self.pending = b""
+        self.discarding = False  # in a line too long to keep, until its end
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines = (self.pending + data).split(b"\n")
+        self.pending = lines.pop()
+        out = []
+        for line in lines:
+            if self.discarding:
+                self.discarding = False
+            elif len(line) > self.limit:
+                self.too_long(f"a line of {len(line)} bytes")
+            else:
+                out.append(line)
+        if len(self.pending) > self.limit:
+            if not self.discarding:
+                self.too_long(f"a line of more than {self.limit} bytes")
+            self.pending = b""
+            self.discarding = True
+        return out
+
+
 class FixCheck:
     """Range and jump checks against the last accepted fix (see the module's docstring)."""
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.errors import SourceError
-from agent.sources.gps_fix import Fix, GpsSource, finite
+from agent.sources.gps_fix import Fix, GpsSource, Lines, finite
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ class GpsdSource(GpsSource):
         sock = self._sock
         if sock is None:
             raise SourceError(f"{self.where}: the source was closed")
-        pending = b""
-        discarding = False  # in a line too long to keep, until its end
+        lines = Lines(MAX_LINE, lambda detail: self._skip("too_long", detail))
         while not stop.is_set():
             try:
                 data = sock.recv(65536)
@@ -76,25 +75,12 @@ class GpsdSource(GpsSource):
                 continue
             if not data:
                 raise SourceError(f"{self.where}: gpsd closed the connection")
-            lines = (pending + data).split(b"\n")
-            pending = lines.pop()
             found = False
-            for line in lines:
-                if discarding:
-                    discarding = False
-                    continue
-                if len(line) > MAX_LINE:
-                    self._skip("too_long", f"a line of {len(line)} bytes")
-                    continue
+            for line in lines.feed(data):
                 fix = self._report(line)
                 if fix is not None:
                     found = True
                     yield fix
-            if len(pending) > MAX_LINE:
-                if not discarding:
-                    self._skip("too_long", f"a line of more than {MAX_LINE} bytes")
-                pending = b""
-                discarding = True
             if not found:
                 yield None
 

@@ -32,7 +32,7 @@ import pynmea2
 import serial
 
 from agent.errors import SourceError
-from agent.sources.gps_fix import Fix, GpsSource
+from agent.sources.gps_fix import Fix, GpsSource, Lines
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,7 @@ class NmeaSource(GpsSource):
         port = self._port
         if port is None:
             raise SourceError(f"{self.where}: the source was closed")
-        pending = b""
-        discarding = False  # in a line too long to keep, until its end
+        lines = Lines(MAX_LINE, lambda detail: self._skip("too_long", detail))
         epoch = _Epoch()
         while not stop.is_set():
             try:
@@ -104,25 +103,12 @@ class NmeaSource(GpsSource):
                     yield fix
                 yield None
                 continue
-            lines = (pending + data).split(b"\n")
-            pending = lines.pop()
             found = False
-            for line in lines:
-                if discarding:
-                    discarding = False
-                    continue
-                if len(line) > MAX_LINE:
-                    self._skip("too_long", f"a line of {len(line)} bytes")
-                    continue
+            for line in lines.feed(data):
                 fix = self._sentence(line, epoch)
                 if fix is not None:
                     found = True
                     yield fix
-            if len(pending) > MAX_LINE:
-                if not discarding:
-                    self._skip("too_long", f"a line of more than {MAX_LINE} bytes")
-                pending = b""
-                discarding = True
             if not found:
                 yield None  # garbage without end (a wrong baud rate) is silence too
 
