@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from helpers.gps_peer import (
     rmc,
     sentence,
 )
+from helpers.source_reader import SourceReader
 from test_source_contract import CHANNEL, WATCHDOG, Factory, SourceContract
 
 from agent.config import parse_config
@@ -61,43 +62,19 @@ def epoch(i: int, lat: float = HOME[0], lon: float = HOME[1], **extra: float) ->
     return b"".join(sentences if i % 2 == 0 else sentences[::-1])
 
 
-class Reader:
-    """A source in a thread; its frames decoded; every wait bounded."""
+class Reader(SourceReader):
+    """A GPS source in a thread; every frame decoded; every wait bounded."""
+
+    strict = True
 
     def __init__(self, source: GpsSource) -> None:
-        self.source = source
-        self.decoder = GpsDecoder(source.name)
-        self.frames: list[Frame] = []
-        self.values: list[dict[str, float]] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        for frame in self.source.frames(self.stop):
-            self.frames.append(frame)
-            decoded = self.decoder.decode(frame)
-            assert decoded is not None
-            self.values.append(dict(zip((s.name for s in decoded.signals), decoded.values,
-                                        strict=True)))
+        super().__init__(source, GpsDecoder(source.name))
 
     def __enter__(self) -> Reader:
-        self.thread.start()
+        super().__enter__()
         # pyserial empties a port's input when it opens it: write only after that
         self.wait_for(lambda: self.source.opens >= 1)
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive()
-        self.source.close()
-
-    def wait_for(self, what: Callable[[], object], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not what():
-            assert self.thread.is_alive(), "the source ended"
-            assert time.monotonic() < deadline, "timed out"
-            time.sleep(0.02)
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from helpers.elm_peer import ElmPeer, Item, can_frames
+from helpers.source_reader import SourceReader
 
 from agent.decode.obd import ObdDecoder
 from agent.errors import ObdAdapterError
-from agent.frames import Event, Frame
+from agent.frames import Frame
 from agent.obd.dtc import encode_dtc
 from agent.obd.elm327 import Elm327
 from agent.obd.settings import ObdSettings
@@ -85,43 +86,11 @@ def opener(peer: ElmPeer) -> Callable[[ObdSettings], Transport]:
     return open_
 
 
-class Reader:
-    """The source in a thread; frames decoded, events kept, every wait bounded."""
+class Reader(SourceReader):
+    """The OBD source in a thread; frames decoded, events kept, every wait bounded."""
 
     def __init__(self, source: ObdSource) -> None:
-        self.source = source
-        self.decoder = ObdDecoder(source.name)
-        self.frames: list[Frame] = []
-        self.values: list[dict[str, float]] = []
-        self.events: list[Event] = []
-        self.stop = threading.Event()
-        source.on_event = self.events.append
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        for frame in self.source.frames(self.stop):
-            self.frames.append(frame)
-            decoded = self.decoder.decode(frame)
-            if decoded is not None:
-                self.values.append(dict(zip((s.name for s in decoded.signals), decoded.values,
-                                            strict=True)))
-
-    def __enter__(self) -> Reader:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive()
-        self.source.close()
-
-    def wait_for(self, what: Callable[[], object], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not what():
-            assert self.thread.is_alive(), "the source ended"
-            assert time.monotonic() < deadline, "timed out"
-            time.sleep(0.02)
+        super().__init__(source, ObdDecoder(source.name))
 
 
 def source_for(peer: ElmPeer, **settings: object) -> ObdSource:
