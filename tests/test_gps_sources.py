@@ -436,7 +436,10 @@ class TestNmeaContract(SourceContract):
                 deadline = time.monotonic() + WATCHDOG
                 while source.opens < 1 and time.monotonic() < deadline:
                     time.sleep(0.005)
-                line.write_all(stream)
+                # some contract tests close the source without reading it all: what they
+                # check is what the source yields, not that this thread wrote everything
+                with contextlib.suppress(AssertionError):
+                    line.write_all(stream)
 
             threading.Thread(target=send, daemon=True).start()
             return source

@@ -64,7 +64,8 @@ def test_killed_and_restarted_loses_nothing_committed(tmp_path: Path, sig: int) 
                       '[[signals]]\nmatch = "*"\non_change = true\n'
                       f'[store]\nstate_dir = "{state}"\ncommit_interval = 0.2\n'
                       f'chunk_items = 2000\n[upload]\nurl = "{server.url}"\n'
-                      'batch_seconds = 5.0\nlinger = 3.0\n')  # data waits
+                      'batch_seconds = 5.0\nlinger = 3.0\n'  # data waits
+                      '[insights]\nenabled = false\n')  # no event batch ends the linger
     log = tmp_path / "agent.log"
     try:
         agent = start(config, log)
