@@ -41,6 +41,8 @@ from agent.service.notify import Notifier
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 60.0
+SELECTED = ("VehicleDynamics.*", "IgnitionStatus.*", "Odometer.*", "BatteryStatus.*",
+            "EngineTemps.*", "GnssPosition.*", "Brake.*")
 START = "2026-12-05T23:10:00+01:00"  # the drive cycle at night, Paris time
 UPLOAD = ("batch_seconds = 5.0\nlinger = 0.0\nretry_initial = 0.05\nretry_max = 0.3\n"
           "timeout = 2.0\nrequire_link = false\n")
@@ -64,7 +66,9 @@ def write_config(tmp: Path, garage_url: str, insurer_url: str, extra: str = "") 
     path.write_text(
         '[[channels]]\nname = "vehicle"\nsimulate = true\nspeed = 0\n'
         f'start = "{START}"\n'
-        '[selection]\nexclude = ["*Counter*", "*Checksum*"]\n'
+        # what the insights read and the positions; the rest would only make the test slower
+        f'[selection]\ninclude = {json.dumps(list(SELECTED))}\n'
+        'exclude = ["*Counter*", "*Checksum*"]\n'
         f'[store]\nstate_dir = "{tmp / "state"}"\ncommit_interval = 0.2\n'
         f'[upload]\nurl = "{garage_url}"\npurpose = "maintenance"\n{UPLOAD}'
         f'[destinations.insurer]\nurl = "{insurer_url}"\npurpose = "insurance"\n{UPLOAD}'
@@ -256,8 +260,7 @@ def test_a_rotated_key_gives_a_new_pseudonym(tmp_path: Path, broker: Broker) -> 
             after = service.daemon.uploaders["insurer"].identity.vehicle_id
             assert after != insurer_before
             assert service.daemon.uploaders["main"].identity.vehicle_id == before
-            wait_until(service.sources_ended, "the drive cycle played")
-            wait_until(lambda: service.drained("main"), "the garage's buffer drained")
+            wait_until(lambda: received(tmp_path / "garage")["batches"], "a batch arrived")
         assert received(tmp_path / "garage")["vehicles"] == {before}
 
 
