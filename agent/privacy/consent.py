@@ -44,6 +44,7 @@ from typing import Any
 from agent.atomic_file import write_atomically
 from agent.errors import BavardError
 from agent.privacy.purposes import NAME
+from agent.units import local_time
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class ConsentBook:
         with self._lock:
             now = self.clock()
             if until is not None and not (math.isfinite(until) and until > now):
-                raise BavardError(f"until: {_when(until)} is not in the future")
+                raise BavardError(f"until: {local_time(until)} is not in the future")
             self._fresh(now)
             self._expire(now)
             previous = self._grants.get(purpose)
@@ -165,7 +166,8 @@ class ConsentBook:
             self._change({**self._clean(), purpose: grant},
                          {"time": now, "purpose": purpose, "action": "grant", "until": until,
                           "uid": uid})
-        log.info("consent: %s granted by uid %s until %s", purpose, uid, _when(until))
+        log.info("consent: %s granted by uid %s until %s", purpose, uid,
+                 local_time(until, "revoked"))
         return {"purpose": purpose, "granted": True, **grant.as_dict(),
                 "previous": previous.as_dict() if previous is not None else None}
 
@@ -340,11 +342,3 @@ def _append(path: Path, entries: tuple[dict[str, Any], ...]) -> None:
     finally:
         os.close(fd)
 
-
-def _when(t: float | None) -> str:
-    if t is None:
-        return "revoked"
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-    except (OverflowError, ValueError, OSError):
-        return repr(t)

@@ -18,7 +18,7 @@ from typing import Any
 from agent.privacy.consent import ConsentBook
 from agent.privacy.destinations import LOCAL
 from agent.privacy.ledger import Ledger
-from agent.units import human_bytes
+from agent.units import human_bytes, local_time
 
 CONTENT_KEYS = {"signal": "signals", "event": "events", "frames": "frames"}
 NOTE_DAYS = ("counts of signals, events and frames are kept per day (UTC): with a start "
@@ -181,12 +181,7 @@ def until_words(t: float) -> str:
 
 def when(t: float | None) -> str:
     """Local time, to the second; ``-`` when unknown."""
-    if t is None:
-        return "-"
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-    except (OverflowError, ValueError, OSError):
-        return repr(t)
+    return local_time(t)
 
 
 # --- the answers of `bavard consent grant|revoke|show` (the service's and the files')

@@ -48,11 +48,10 @@ def make_router(daemon: Daemon, config: Config) -> Router:
         purpose = purposes[dest.purpose]
         outlets.append(Outlet(dest.name, purpose, daemon.stores[dest.name], make_gate(purpose)))
     insights = None
-    settings = getattr(config, "insights", None)
-    if settings is not None and settings.enabled:
+    if config.insights.enabled:
         from agent.insights.engine import Insights
 
-        insights = Insights(settings, Path(config.store.state_dir))
+        insights = Insights(config.insights, Path(config.store.state_dir))
     return Router(outlets, daemon.consent, config.rules, insights)
 
 
