@@ -31,6 +31,7 @@ from agent.config import load_config
 from agent.geo.distance import haversine_m
 from agent.geo.geohash import coarsen
 from agent.pipeline import Pipeline
+from agent.privacy.consent import ConsentBook
 from agent.privacy.purposes import BUILTIN
 from agent.receiver.core import Receiver
 from agent.receiver.database import ReceiverDb
@@ -274,3 +275,18 @@ def test_a_destination_with_a_purpose_it_cannot_have_is_refused(tmp_path: Path,
             f'[destinations.x]\nurl = "http://127.0.0.1:1/b"\npurpose = "{purpose}"\n')
     with pytest.raises(ConfigError, match=r"destinations\.x\.purpose: "):
         parse_config(text, tmp_path)
+
+
+def test_a_grant_that_ends_is_purged_like_a_revoke(tmp_path: Path, broker: Broker) -> None:
+    port = free_port()  # nothing leaves: the garage's buffer fills until the grant ends
+    config = write_config(tmp_path, f"http://127.0.0.1:{port}/batches", broker.url)
+    state = grant(tmp_path / "state", "insurance")
+    ConsentBook(state).grant("maintenance", time.time() + 4.0, os.getuid())
+    with Service(config) as service:
+        wait_until(lambda: not service.drained("main"), "the garage's buffer holds data")
+        wait_until(lambda: service.daemon.consent is not None
+                   and not service.daemon.consent.granted("maintenance"), "the grant ended")
+        wait_until(lambda: service.drained("main"), "the monitor purged it", timeout=15)
+        report = service.cli("privacy", "report")
+    maintenance = next(p for p in report["purposes"] if p["purpose"] == "maintenance")
+    assert maintenance["purged_items"] > 0 and maintenance["bytes"] == 0

@@ -21,7 +21,6 @@ what the harsh-event detection sees (docs/insights.md).
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -47,13 +46,9 @@ MAX_ROAD_LIMIT = 250.0  # km/h: a per-road value at or above this (or 0) means n
 
 
 class Insights:
-    """Driving, trip and maintenance events from the samples (see the module's docstring).
+    """Driving, trip and maintenance events from the samples (see the module's docstring)."""
 
-    ``rng`` is accepted for the service's wiring and not used: the insights draw
-    nothing at random (the privacy zones' radii are :mod:`agent.privacy.zones`')."""
-
-    def __init__(self, settings: InsightsConfig, state_dir: Path, *,
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, settings: InsightsConfig, state_dir: Path) -> None:
         self.config = settings
         self.path = Path(state_dir) / STATE_FILE
         self._lock = threading.Lock()
