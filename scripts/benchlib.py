@@ -87,6 +87,23 @@ CORPUS_CASES = (
          CORPUS / "motec" / "sample_can_spec.dbc"),
 )
 
+# A real log too small to time (5 frames, 4 of them in its DBC): bench_decode plays it
+# SOCIALLEDGE_COPIES times in a row, timestamps shifted, and says so in its title.
+SOCIALLEDGE = Case("socialledge corpus (cantools' test log)",
+                   CORPUS / "cantools" / "socialledge_decode_log_format.input.log",
+                   CORPUS / "cantools" / "dbc" / "socialledge.dbc")
+SOCIALLEDGE_COPIES = 20_000
+
+
+def copies(frames: Sequence[Frame], n: int) -> list[Frame]:
+    """``frames`` played ``n`` times in a row, each copy's timestamps after the last's
+    (new Frame objects: the benchmarks tell frames apart by identity)."""
+    if not frames:
+        return []
+    stamps = [f.timestamp for f in frames]
+    span = max(stamps) - min(stamps) + 1.0
+    return [f._replace(timestamp=f.timestamp + k * span) for k in range(n) for f in frames]
+
 
 def add_case_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", type=Path, action="append", default=[],

@@ -10,7 +10,8 @@ from typing import Any
 import cantools
 import pytest
 
-from agent.decode.compile import compile_message
+from agent.decode.compile import Hooks, compile_message
+from agent.frames import OUT_OF_RANGE, Frame
 from tests.conftest import CORPUS
 
 DBC_FILES = sorted(
@@ -98,3 +99,86 @@ SG_MUL_VAL_ 2566844926 Page1 Sub 1-1;
 """)
     db = cantools.database.load_file(str(path), strict=False)
     assert check_database(db, random.Random(1), rounds=3000) > 3100
+
+
+RANGES = """VERSION ""
+BO_ 1 Ranges: 8 X
+ SG_ Tenth : 0|12@1+ (0.1,0) [0|300] "" X
+ SG_ Offset : 12|8@1+ (1,-40) [-40|150] "" X
+ SG_ Signed : 20|12@1- (0.005,0) [-1.2775|1.2775] "" X
+ SG_ Odd : 32|8@1+ (2.155,6.315) [0|61] "" X
+ SG_ Falling : 40|8@1+ (-0.5,10) [0|5] "" X
+ SG_ Between : 48|8@1+ (0.3,0) [0.31|0.89] "" X
+ SG_ Never : 56|4@1+ (1,100) [0|10] "" X
+ SG_ Fraction : 60|4@1+ (0.1,0.05) [0.25|0.65] "" X
+"""
+
+
+def test_range_checks_on_raw_values_are_exact(tmp_path: Path) -> None:
+    """A range test of the raw integer (bounds found by bisection) says what the test of
+    the scaled value says, for every raw value of each signal: bounds between two
+    representable values, float rounding at the ends, a falling scale, none in range."""
+    path = tmp_path / "ranges.dbc"
+    path.write_text(RANGES)
+    message = cantools.database.load_file(str(path)).get_message_by_name("Ranges")
+    for signal in message.signals:
+        compiled = compile_message(message, lambda m, s, name=signal.name: s == name)
+        assert compiled is not None
+        n = signal.length
+        raws = range(-(1 << (n - 1)), 1 << (n - 1)) if signal.is_signed else range(1 << n)
+        flagged = 0
+        for raw in raws:
+            data = ((raw & ((1 << n) - 1)) << signal.start).to_bytes(8, "little")
+            _infos, (value,), _labels, in_range = compiled.values(data)
+            assert value == message.decode(data, decode_choices=False)[signal.name]
+            assert in_range == (signal.minimum <= value <= signal.maximum), (signal.name, raw)
+            record = compiled.decode(Frame(0.0, "can0", 1, False, False, data))
+            assert record is not None
+            assert record[6] == (None if in_range else (OUT_OF_RANGE,))
+            flagged += not in_range
+        assert compiled.range_counts == [flagged], signal.name
+    sources = {s.name: compile_message(message, lambda m, x, n=s.name: x == n).source
+               for s in message.signals}
+    assert "    if r0 <= 3000:\n" in sources["Tenth"]  # one comparison, of the raw value
+    assert "    if 0 <= vr0 <= 5:\n" in sources["Falling"]  # the scaled value's
+
+
+def test_decode_hands_a_frame_of_another_length_to_its_hook(tmp_path: Path) -> None:
+    """A frame of another length than the DBC's goes to the hook, whatever the message
+    reads (struct fields, one word, single bytes); so does a multiplexer value the DBC
+    does not define."""
+    path = tmp_path / "lengths.dbc"
+    path.write_text("""VERSION ""
+BO_ 1 Fields: 8 X
+ SG_ A : 0|16@1+ (1,0) [0|0] "" X
+ SG_ B : 16|16@1+ (1,0) [0|0] "" X
+ SG_ C : 32|12@1+ (1,0) [0|0] "" X
+BO_ 2 Word: 8 X
+ SG_ A : 0|12@1+ (1,0) [0|0] "" X
+BO_ 3 Bytes: 3 X
+ SG_ A : 0|4@1+ (1,0) [0|0] "" X
+BO_ 4 Pages: 2 X
+ SG_ P M : 0|8@1+ (1,0) [0|0] "" X
+ SG_ A m1 : 8|8@1+ (1,0) [0|0] "" X
+""")
+    db = cantools.database.load_file(str(path))
+    refused: list[tuple[str, int]] = []
+    bad: list[int] = []
+    hooks = Hooks(other_length=lambda f: refused.append((f.channel, len(f.data))),
+                  bad_mux=lambda f, value: bad.append(value))
+    for message in db.messages:
+        compiled = compile_message(message, lambda m, s: True, hooks=hooks)
+        assert compiled is not None
+        for length in (0, message.length - 1, message.length + 1):
+            assert compiled.decode(Frame(0.0, message.name, 1, False, False,
+                                         bytes(length))) is None
+        assert compiled.decode(Frame(0.0, message.name, 1, False, False,
+                                     bytes([1] * message.length))) is not None
+    assert refused == [(m.name, n) for m in db.messages
+                       for n in (0, m.length - 1, m.length + 1)]
+    pages = compile_message(db.get_message_by_name("Pages"), lambda m, s: True, hooks=hooks)
+    assert pages is not None
+    assert pages.decode(Frame(0.0, "can0", 4, False, False, b"\x07\x00")) is None
+    assert bad == [7]
+    with pytest.raises(KeyError):
+        pages.values(b"\x07\x00")

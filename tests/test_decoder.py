@@ -413,3 +413,114 @@ def test_a_fifo_or_a_device_as_dbc_is_refused_without_waiting(tmp_path: Path) ->
     assert "not a regular file" in str(outcome[0])
     with pytest.raises(DbcError, match="not a regular file"):
         load_dbc(Path("/dev/null"))
+
+
+# -- the chunk API (issue 13: decode_many, what the pipeline calls) ----------------------
+
+
+def unusual_frames() -> list[Frame]:
+    """Frames of every kind the decoder treats apart, twice each (first sight, then the
+    learnt path), mixed with ordinary ones: unknown, unselected, 29-bit, candump's
+    8-digit 11-bit id, short, long, out of range, unknown multiplexer value."""
+    kinds = [
+        frame(100, bytes([0x10, 0x00, 0x5A, 0, 0, 0, 0, 0x21])),
+        frame(0x7FF, b"\x00"),  # unknown
+        frame(300, b"\x01"),  # known, but Door is not selected below
+        frame(0x0CF004FE, b"\x2a" + bytes(7), ext=True),
+        frame(101, b"\x03\x01", ext=True),  # 8-digit spelling of 0x065
+        frame(100, b"\x10\x00\x5a"),  # short
+        frame(101, b"\x01\x00\xff"),  # long
+        frame(101, b"\x07\x00"),  # Gear 7: out of range
+        frame(0x1ABCDE01, b"\x00", ext=True),  # unknown 29-bit
+        frame(200, b"\x09" + bytes(7)),  # unknown multiplexer value
+        frame(200, b"\x01\x05\x07" + bytes(5)),
+        frame(100, bytes([0x10, 0x00, 0x5A, 0, 0, 0, 0, 0x32])),  # only the counter moved
+    ]
+    return [f._replace(timestamp=1.0 + i / 100) for i, f in enumerate(kinds * 2)]
+
+
+@pytest.mark.parametrize("rule", [None, on_change])
+@pytest.mark.parametrize("size", [1, 5, 512])
+def test_decode_many_gives_what_decode_gives_frame_by_frame(
+    tmp_path: Path, dbs: list[object], rule: Any, size: int
+) -> None:
+    """Same records, same order, same flags, same stats; in chunks of any size."""
+    (tmp_path / "pages.dbc").write_text(PAGES)
+    databases = [*dbs, load_dbc(tmp_path / "pages.dbc")]
+    wanted = Selector(exclude=["Open"])
+    one = ChannelDecoder("can0", databases, wanted, change_rule=rule,
+                         volatile=["*Counter", "*Checksum"])
+    many = ChannelDecoder("can0", databases, wanted, change_rule=rule,
+                          volatile=["*Counter", "*Checksum"])
+    frames = unusual_frames()
+    expected = [d for f in frames if (d := one.decode(f)) is not None]
+    got = [d for i in range(0, len(frames), size) for d in many.decode_many(frames[i:i + size])]
+    def plain(records: list[Any]) -> list[tuple[Any, ...]]:  # SignalInfo: compared by identity
+        return [(*d[:3], tuple(i.name for i in d.signals), *d[4:]) for d in records]
+
+    assert plain(got) == plain(expected) and len(got) > 10
+    assert all(type(d).__name__ == "Decoded" for d in got)
+    assert repr(many.stats) == repr(one.stats)
+    stats = many.stats
+    assert stats.unknown == {0x7FF: 2, 0x1ABCDE01: 2}
+    assert stats.truncated == {100: 2} and stats.excess == {101: 2}
+    assert stats.bad_mux == {200: 2}
+    assert stats.out_of_range == {(101, "Gear"): 2}
+    assert stats.unchanged == (0 if rule is None else 2)  # 2nd round: J1939, first Engine
+    assert stats.decoded == len(got)
+    flagged = [d for d in got if d.message == "Gear" and d.values[0] == 7]
+    assert [d.flags for d in flagged] == [(OUT_OF_RANGE, 0)] * 2
+    assert [d.flags for d in got if d.message == "Engine" and len(d.values) == 2] == [
+        (TRUNCATED, TRUNCATED)] * 2
+
+
+def test_out_of_range_counts_are_read_when_asked(dbs: list[object]) -> None:
+    """The generated code counts out-of-range values in a list of its own; the stats
+    read the same Counter as before, as often as asked, without counting twice."""
+    decoder = ChannelDecoder("can0", dbs)
+    decoder.decode_many([frame(101, b"\x07\x00"), frame(101, b"\x09\x01"),
+                         frame(100, bytes([0, 0xFF, 0xFF, 0, 0, 0, 0, 0]))])
+    assert decoder.stats.out_of_range == {(101, "Gear"): 2, (100, "Rpm"): 1,
+                                          (100, "Temp"): 1}
+    assert decoder.stats.out_of_range == {(101, "Gear"): 2, (100, "Rpm"): 1,
+                                          (100, "Temp"): 1}
+    decoder.decode(frame(101, b"\x08\x00"))
+    assert decoder.stats.out_of_range[(101, "Gear")] == 3
+    assert "out_of_range=Counter({(101, 'Gear'): 3" in repr(decoder.stats)
+
+
+def test_a_flood_of_unknown_ids_is_counted_and_bounded(dbs: list[object]) -> None:
+    from agent.decode.decoder import MAX_IGNORED
+
+    decoder = ChannelDecoder("can0", dbs)
+    frames = [frame(0x10000 + i, b"\x00", ext=True) for i in range(MAX_IGNORED + 100)]
+    assert decoder.decode_many(frames) == []
+    assert decoder.decode_many(frames[-3:]) == []
+    assert len(decoder._table) <= len(decoder.selected) + MAX_IGNORED
+    assert sum(decoder.stats.unknown.values()) == MAX_IGNORED + 103
+    assert decoder.stats.unknown[0x10000 + MAX_IGNORED + 99] == 2
+
+
+def test_whole_sample_drive_in_chunks_equals_cantools() -> None:
+    """The shipped drive through decode_many in the pipeline's chunks: cantools' values."""
+    from agent.sources.replay import ReplaySource
+    from tests.conftest import ROOT
+
+    db = load_dbc(ROOT / "dbc" / "demo_vehicle.dbc")
+    decoder = ChannelDecoder("can0", [db])
+    with ReplaySource("can0", ROOT / "tests" / "data" / "sample_drive.log") as source:
+        frames = list(source.frames())
+    records = [d for i in range(0, len(frames), 512)
+               for d in decoder.decode_many(frames[i:i + 512])]
+    assert len(records) == len(frames) == decoder.stats.decoded == 84_240
+    for f, decoded in zip(frames, records, strict=True):
+        assert decoded.timestamp == f.timestamp
+        expected = db.decode_message(f.arbitration_id, f.data, decode_choices=False)
+        got = dict(zip((i.name for i in decoded.signals), decoded.values, strict=True))
+        assert got == expected
+        assert all(type(got[k]) is type(v) for k, v in expected.items())
+        labels = db.decode_message(f.arbitration_id, f.data)
+        assert [decoded.labels[i] if decoded.labels else None
+                for i in range(len(decoded.values))] == [
+            str(labels[i.name]) if hasattr(labels[i.name], "value") else None
+            for i in decoded.signals]

@@ -7,42 +7,70 @@ shifts and masks once. Two functions come out of one generated body::
     def values(data):                      # (signals, values, labels, in range?)
         L = _from_bytes(data, 'little')
         r0 = ((L >> 0) & 0xffff)
-        r1 = ((L >> 16) & 0xff)
+        r1 = data[2]                       # bits all in one byte: read from it
         vr0 = r0 * 0.25
         vr1 = r1 + -40
-        return _S0, (vr0, vr1, ), None, -40 <= vr1 <= 150
+        return _S0, (vr0, vr1, ), None, r1 <= 190   # -40 <= vr1 <= 150, on the raw value
 
-    def decode(data, ts, channel):         # a Decoded record, or None if unchanged
+    def decode(frame):                     # a record's fields, or None if unchanged
+        data = frame[5]
+        if len(data) != 3:                 # the caller's hook decides (trim, truncate)
+            return _other_length(frame)
         L = _from_bytes(data, 'little')
         b = L & 0xffffff                   # only with a change filter
         if _common[0] == b:
+            _unchanged[0] += 1             # counted here: the caller tests nothing
             return None
         ...same body...
         _common[0] = b                     # remembered only when a record comes out
-        if -40 <= vr1 <= 150:
-            return _new(_Decoded, (ts, channel, _name, _S0, (vr0, vr1, ), None, None))
-        return _flag(_new(_Decoded, (...)))
+        if r1 <= 190:
+            return (frame[0], frame[1], _name, _S0, (vr0, vr1, ), None, None)
+        f1 = 0                             # else a flag per value, each out-of-range
+        if not r1 <= 190:                  # one counted where DecodeStats reads it
+            f1 = 1
+            _counts[0] += 1
+        return (frame[0], frame[1], _name, _S0, (vr0, vr1, ), None, (0, f1, ))
 
 The arithmetic is the same as cantools' (integer scale and offset stay
 integers, identity conversions return the raw value, IEEE floats are unpacked
 from the same bits), so values are identical. Multiplexed messages become
 nested ``if`` branches on the multiplexer value; each branch has its own
-tuple of signal descriptions, paired with the values by position. Labels are
-the DBC choice names (None for the whole tuple when no signal has choices).
-Range checks are generated only for signals whose bits can hold a value
-outside the DBC's range.
+tuple of signal descriptions, paired with the values by position; a value the
+DBC does not define raises KeyError in ``values`` and goes to the ``bad_mux``
+hook in ``decode``. Labels are the DBC choice names (None for the whole tuple
+when no signal has choices; a tuple indexed by the raw value for a few unsigned
+bits). Range checks are generated only for signals whose bits can hold a value
+outside the DBC's range (see :mod:`agent.decode.signal_code`).
+
+Cost per frame decides the layout (``scripts/bench_decode.py`` measures it):
+``decode`` takes the frame itself and returns a plain tuple of the record's
+fields, which the caller turns into :class:`~agent.frames.Decoded` records a
+chunk at a time in one C loop.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from agent.frames import Decoded, SignalInfo
+from agent.decode.signal_code import (
+    BitField,
+    always_in_range,
+    big_to_little,
+    big_word_mask,
+    bit_field,
+    expression,
+    literal,
+    raw_check,
+    scaled_expression,
+    struct_unpack,
+)
+from agent.frames import OUT_OF_RANGE, Frame, SignalInfo
+
+__all__ = ["BitField", "ChangeFilter", "CompiledMessage", "DecodeFn", "Hooks", "Record",
+           "big_word_mask", "bit_field", "compile_message", "multiplexer_mask"]
 
 log = logging.getLogger(__name__)
 
@@ -51,100 +79,37 @@ ValuesFn = Callable[
     [bytes],
     tuple[tuple[SignalInfo, ...], tuple[Any, ...], tuple[str | None, ...] | None, bool],
 ]
-# decode(data, timestamp, channel) -> Decoded, or None when the change filter skips it
-DecodeFn = Callable[[bytes, float, str], Decoded | None]
-# Both raise KeyError for a multiplexer value that the DBC does not define.
+# ``values`` raises KeyError for a multiplexer value that the DBC does not define.
+# The fields of a Decoded record as a plain tuple: ``decode`` returns those, and its
+# caller makes the records of a chunk in one C loop (``map(tuple.__new__, ...)``): from
+# Python code, a NamedTuple per frame costs as much as decoding a few signals.
+Record = tuple[Any, ...]
+# decode(frame) -> Record, or None (skipped by the change filter, or what the hooks say)
+DecodeFn = Callable[[Frame], Record | None]
 
 
-@dataclass(frozen=True, slots=True)
-class BitField:
-    """Where a signal's raw bits are, as ``(word >> shift) & mask`` of one big integer."""
-
-    word: str  # "B" (big-endian word of the frame) or "L" (little-endian)
-    shift: int
-    mask: int
-    needed_bytes: int
+def _not_decoded(frame: Frame, *_: Any) -> None:
+    return None
 
 
-def bit_field(signal: Any, length: int) -> BitField:
-    """The bit field of a cantools signal in a frame of ``length`` bytes."""
-    mask = (1 << signal.length) - 1
-    if signal.byte_order == "little_endian":
-        return BitField("L", signal.start, mask, (signal.start + signal.length + 7) // 8)
-    sequential_start = 8 * (signal.start // 8) + 7 - signal.start % 8
-    return BitField("B", 8 * length - sequential_start - signal.length, mask,
-                    (sequential_start + signal.length + 7) // 8)
+@dataclass(frozen=True)
+class Hooks:
+    """Where ``decode`` hands what it does not decode itself, so that a caller can call it
+    for every frame with no test around the call."""
+
+    # a frame whose length is not the DBC's: decode it some other way (trim, truncate)
+    other_length: Callable[[Frame], Record | None] = _not_decoded
+    # a multiplexer value that the DBC does not define: count it (the frame gives None)
+    bad_mux: Callable[[Frame, int], None] = _not_decoded
+    # unchanged[0] += 1 for each frame that the change filter skips
+    unchanged: list[int] = field(default_factory=lambda: [0])
 
 
-def big_word_mask(field: BitField, length: int) -> int:
-    """The field's bits as a mask over ``int.from_bytes(data, "big")``."""
-    if field.word == "B":  # a signal that does not fit (strict=False): its bits inside
-        return field.mask << field.shift if field.shift >= 0 else field.mask >> -field.shift
-    little = (field.mask << field.shift) & ((1 << 8 * length) - 1)
-    return int.from_bytes(little.to_bytes(length, "little"), "big")
+class _BadMux(NamedTuple):
+    """Where a branch of the generated body finds no page for a multiplexer value."""
 
-
-def _big_to_little(mask: int, length: int) -> int:
-    """A mask over the big-endian word of a frame, as a mask over its little-endian word."""
-    return int.from_bytes(mask.to_bytes(length, "big"), "little")
-
-
-def _numeric_conversion(signal: Any) -> Any:
-    conversion = signal.conversion
-    # NamedSignalConversion wraps the numeric one; choices are labels only here
-    return getattr(conversion, "_conversion", conversion)
-
-
-def _literal(value: Any, namespace: dict[str, Any], name: str) -> str:
-    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
-        return repr(value)
-    namespace[name] = value
-    return name
-
-
-def _expression(signal: Any, length: int, namespace: dict[str, Any]) -> str:
-    """Python expression giving the raw value of ``signal`` (before scaling)."""
-    field = bit_field(signal, length)
-    raw = f"(({field.word} >> {field.shift}) & {field.mask:#x})"
-    if signal.is_float:
-        fmt = {32: ">f", 64: ">d", 16: ">e"}[signal.length]
-        namespace[f"_unpack{signal.length}"] = struct.Struct(fmt).unpack
-        return f"_unpack{signal.length}({raw}.to_bytes({signal.length // 8}, 'big'))[0]"
-    if signal.is_signed:
-        sign = 1 << (signal.length - 1)
-        return f"(({raw} ^ {sign:#x}) - {sign:#x})"
-    return raw
-
-
-def _scaled(signal: Any, raw_name: str, namespace: dict[str, Any]) -> str:
-    conversion = _numeric_conversion(signal)
-    kind = type(conversion).__name__
-    if kind == "IdentityConversion":
-        return raw_name
-    scale = _literal(conversion.scale, namespace, f"_scale_{raw_name}")
-    if conversion.offset == 0 and conversion.scale > 0 and not signal.is_float:
-        # int * positive scale: adding 0 changes nothing, not even the sign of a zero
-        return f"{raw_name} * {scale}"
-    offset = _literal(conversion.offset, namespace, f"_offset_{raw_name}")
-    if conversion.scale == 1:  # x * 1 is x, for ints and floats alike
-        return f"{raw_name} + {offset}"
-    return f"{raw_name} * {scale} + {offset}"
-
-
-def _always_in_range(signal: Any, minimum: float, maximum: float) -> bool:
-    """True when every raw value the signal's bits can hold scales into [minimum, maximum]."""
-    if signal.is_float:
-        return False
-    n = signal.length
-    if signal.is_signed:
-        raw_lo, raw_hi = -(1 << (n - 1)), (1 << (n - 1)) - 1
-    else:
-        raw_lo, raw_hi = 0, (1 << n) - 1
-    conversion = _numeric_conversion(signal)
-    scale = getattr(conversion, "scale", 1)
-    offset = getattr(conversion, "offset", 0)
-    ends = (raw_lo * scale + offset, raw_hi * scale + offset)
-    return bool(minimum <= min(ends) and max(ends) <= maximum)
+    indent: str
+    var: str
 
 
 class _Return(NamedTuple):
@@ -155,9 +120,11 @@ class _Return(NamedTuple):
     values: str
     labels: str
     in_range: str  # an expression, "True" when no value needs a range check
+    # (position in the values, its range test, counter slot) of each range-checked value
+    checks: tuple[tuple[int, str, int], ...] = ()
 
 
-Line = str | _Return
+Line = str | _Return | _BadMux
 
 
 @dataclass(frozen=True)
@@ -185,6 +152,10 @@ class CompiledMessage:
     # forget what the change filter remembers, so that it lets the next frame through
     # (after a frame decoded without it, e.g. a short one)
     forget: Callable[[], None]
+    # the signals that ``decode`` range-checks, and how many of its values of each were
+    # out of range (counted by the generated code itself: no call per flagged frame)
+    range_names: tuple[str, ...] = ()
+    range_counts: list[int] = field(default_factory=list)
 
 
 def multiplexer_mask(message: Any) -> int:
@@ -200,23 +171,31 @@ def compile_message(
     message: Any,
     wanted: Callable[[str, str], bool],
     change: ChangeFilter | None = None,
-    flag: Callable[[Decoded], Decoded] | None = None,
+    hooks: Hooks | None = None,
 ) -> CompiledMessage | None:
     """Generate the decoders for the signals of ``message`` that ``wanted(msg, sig)``.
 
     Multiplexer signals are always read (to pick a branch) but only returned
-    when wanted. ``change`` adds the change filter to ``decode``; ``flag`` is
-    called with a record holding a value outside its DBC range (default: returned
-    as is). Returns None when no signal of the message is wanted.
+    when wanted. ``change`` adds the change filter to ``decode``; ``hooks`` say where
+    ``decode`` hands a frame of another length and an unknown multiplexer value, and
+    count the frames that the change filter skips. A record holding a
+    value outside its DBC range gets its flags from ``decode`` itself (OUT_OF_RANGE
+    on those values), each such value counted in ``range_counts``. Returns None
+    when no signal of the message is wanted.
     """
     length = message.length
     common: list[int | None] = [None]  # change filter: the bits of the last decoded frame
     last: dict[int, int] = {}  # ... and, per multiplexer value, its page bits
+    range_slots: dict[str, int] = {}  # signal -> its slot in range_counts
+    range_counts: list[int] = []
     namespace: dict[str, Any] = {
-        "_from_bytes": int.from_bytes, "_new": tuple.__new__, "_Decoded": Decoded,
-        "_flag": flag or (lambda d: d), "_common": common, "_last": last,
-        "_name": message.name,
+        "_from_bytes": int.from_bytes,
+        "_common": common, "_last": last, "_name": message.name,
+        "_counts": range_counts,
     }
+    hooks = hooks or Hooks()
+    namespace.update(_other_length=hooks.other_length, _bad_mux=hooks.bad_mux,
+                     _unchanged=hooks.unchanged)
     counter = [0]
     selector_bytes = 0
     any_wanted = False
@@ -258,7 +237,7 @@ def compile_message(
                 else:
                     var = f"r{counter[0]}"
                     counter[0] += 1
-                    lines.append(f"{indent}{var} = {_expression(signal, length, namespace)}")
+                    lines.append(f"{indent}{var} = {expression(signal, length, namespace)}")
                 if wanted(message.name, name):
                     taken.append((signal, var))
                     any_wanted = True
@@ -276,7 +255,7 @@ def compile_message(
             lines.append(f"{indent}{keyword} {mux_var} == {value}:")
             lines.extend(body(subtree, taken, rest, indent + "    "))
             keyword = "elif"
-        lines.append(f"{indent}raise KeyError({mux_var})")
+        lines.append(_BadMux(indent, mux_var))
         return lines
 
     returns = [0]
@@ -290,20 +269,31 @@ def compile_message(
         namespace[const] = infos
         lines: list[Line] = []
         checks = []
+        positions: list[tuple[int, str, int]] = []
         labels = []
         names = []
-        for i, (sig, var) in zip(infos, taken, strict=True):
-            scaled = _scaled(sig, var, namespace)
+        for position, (i, (sig, var)) in enumerate(zip(infos, taken, strict=True)):
+            scaled = scaled_expression(sig, var, namespace)
             name = var if scaled == var else f"v{var}"
             if name != var:
                 lines.append(f"{indent}{name} = {scaled}")
             names.append(name)
             if (i.minimum is not None and i.maximum is not None
-                    and not _always_in_range(sig, i.minimum, i.maximum)):
-                lo = _literal(i.minimum, namespace, f"_min_{var}")
-                hi = _literal(i.maximum, namespace, f"_max_{var}")
-                checks.append(f"{lo} <= {name} <= {hi}")
-            if i.choices:
+                    and not always_in_range(sig, i.minimum, i.maximum)):
+                check = raw_check(sig, var, i.minimum, i.maximum, namespace)
+                if check is None:
+                    lo = literal(i.minimum, namespace, f"_min_{var}")
+                    hi = literal(i.maximum, namespace, f"_max_{var}")
+                    check = f"{lo} <= {name} <= {hi}"
+                checks.append(check)
+                slot = range_slots.setdefault(sig.name, len(range_slots))
+                positions.append((position, checks[-1], slot))
+            if i.choices and not (sig.is_signed or sig.is_float) and sig.length <= 8:
+                # every raw value of a few unsigned bits: a tuple indexed by it
+                namespace[f"_choices_{var}"] = tuple(
+                    i.choices.get(raw) for raw in range(1 << sig.length))
+                labels.append(f"_choices_{var}[{var}], ")
+            elif i.choices:
                 namespace[f"_choices_{var}"] = i.choices
                 labels.append(f"_choices_{var}.get({var}), ")
             else:
@@ -311,12 +301,12 @@ def compile_message(
         values = "".join(f"{name}, " for name in names)
         label_expr = f"({''.join(labels)})" if any(i.choices for i in infos) else "None"
         in_range = " and ".join(checks) if checks else "True"
-        lines.append(_Return(indent, const, values, label_expr, in_range))
+        lines.append(_Return(indent, const, values, label_expr, in_range, tuple(positions)))
         return lines
 
     top_level = [n for node in message.signal_tree for n in ([node] if isinstance(node, str)
                                                                else list(node))]
-    unpack_lines, unpacked = _struct_unpack(
+    unpack_lines, unpacked = struct_unpack(
         [message.get_signal_by_name(n) for n in top_level
          if wanted(message.name, n) or message.get_signal_by_name(n).is_multiplexer],
         length, namespace)
@@ -338,30 +328,45 @@ def compile_message(
 
     values_fn = ["def values(data):", *unpack()]
     for line in lines:
-        values_fn += [line] if isinstance(line, str) else [
-            f"{line.indent}return {line.const}, ({line.values}), {line.labels}, {line.in_range}"]
-    decode_fn = ["def decode(data, ts, channel):"]
+        if isinstance(line, _Return):
+            values_fn.append(f"{line.indent}return {line.const}, ({line.values}), "
+                             f"{line.labels}, {line.in_range}")
+        elif isinstance(line, _BadMux):
+            values_fn.append(f"{line.indent}raise KeyError({line.var})")
+        else:
+            values_fn.append(line)
+    decode_fn = ["def decode(frame):", "    data = frame[5]", f"    if len(data) != {length}:",
+                 "        return _other_length(frame)"]
     # test the change and look up the memo on the word the body reads anyway
     # (little-endian if only Intel signals): one from_bytes, masks, dict look-ups
     word, order = ("L", "little") if uses_little and not uses_big else ("B", "big")
 
     def mask(big_mask: int) -> str:
-        return f"{_big_to_little(big_mask, length) if word == 'L' else big_mask:#x}"
+        return f"{big_to_little(big_mask, length) if word == 'L' else big_mask:#x}"
 
-    decode_fn.append(f"    {word} = _from_bytes(data, '{order}')")
     remember: list[str] = []
-    if change is not None:
+    if change is not None:  # the change test reads the word even when the body does not
+        decode_fn.append(f"    {word} = _from_bytes(data, '{order}')")
         test, remember = _change_test(change, word, mask)
         decode_fn += test
-    decode_fn += unpack(skip=word)
+        decode_fn += unpack(skip=word)
+    else:
+        decode_fn += unpack()
     for line in lines:
-        decode_fn += [line] if isinstance(line, str) else _decode_return(line, remember)
+        if isinstance(line, _Return):
+            decode_fn += _decode_return(line, remember)
+        elif isinstance(line, _BadMux):
+            decode_fn.append(f"{line.indent}return _bad_mux(frame, {line.var})")
+        else:
+            decode_fn.append(line)
     source = "\n".join(values_fn) + "\n\n" + "\n".join(decode_fn) + "\n"
     exec(compile(source, f"<bavard decoder {message.name}>", "exec"), namespace)
 
     def forget() -> None:
         common[0] = None
         last.clear()
+
+    range_counts.extend(0 for _ in range_slots)
 
     return CompiledMessage(
         name=message.name,
@@ -371,48 +376,9 @@ def compile_message(
         selector_bytes=selector_bytes,
         source=source,
         forget=forget,
+        range_names=tuple(range_slots),
+        range_counts=range_counts,
     )
-
-
-_STRUCT_CODES = {8: "b", 16: "h", 32: "i", 64: "q"}
-
-
-def _struct_unpack(signals: list[Any], length: int, namespace: dict[str, Any]
-                   ) -> tuple[list[str], dict[str, str]]:
-    """One ``struct.unpack`` per byte order for the byte-aligned 8/16/32/64-bit integer
-    signals that do not overlap: a single C call instead of a shift and a mask each.
-    Returns the lines and the variable of each signal read that way."""
-    lines: list[str] = []
-    unpacked: dict[str, str] = {}
-    for order, prefix in (("little_endian", "<"), ("big_endian", ">")):
-        fields = []
-        for signal in signals:
-            if signal.is_float or signal.length not in _STRUCT_CODES:
-                continue
-            if signal.byte_order != order:
-                continue
-            first_bit = (signal.start if order == "little_endian"
-                         else 8 * (signal.start // 8) + 7 - signal.start % 8)
-            if first_bit % 8 or first_bit // 8 + signal.length // 8 > length:
-                continue
-            fields.append((first_bit // 8, signal))
-        fields.sort(key=lambda f: f[0])
-        fmt, position = prefix, 0
-        taken: dict[str, str] = {}  # signal -> variable
-        for offset, signal in fields:
-            if offset < position:
-                continue  # overlaps the previous field: read with a shift instead
-            code = _STRUCT_CODES[signal.length]
-            fmt += "x" * (offset - position) + (code if signal.is_signed else code.upper())
-            position = offset + signal.length // 8
-            taken[signal.name] = f"s{len(unpacked) + len(taken)}"
-        if len(taken) < 2:  # one field: a shift and a mask is as cheap
-            continue
-        unpacked.update(taken)
-        struct_name = f"_struct_{order}"
-        namespace[struct_name] = struct.Struct(fmt).unpack_from
-        lines.append(f"    {', '.join(taken.values())}, = {struct_name}(data)")
-    return lines, unpacked
 
 
 def _change_test(change: ChangeFilter, word: str, mask: Callable[[int], str]
@@ -424,6 +390,7 @@ def _change_test(change: ChangeFilter, word: str, mask: Callable[[int], str]
         return [
             f"    b = {word} & {mask(change.common_mask)}",
             "    if _common[0] == b:",
+            "        _unchanged[0] += 1",
             "        return None",
         ], ["_common[0] = b"]
     return [
@@ -431,14 +398,25 @@ def _change_test(change: ChangeFilter, word: str, mask: Callable[[int], str]
         f"    c = {word} & {mask(change.common_mask)}",
         f"    b = {word} & {mask(change.page_mask)}",
         "    if _common[0] == c and _last.get(k) == b:",
+        "        _unchanged[0] += 1",
         "        return None",
     ], ["_common[0] = c", "_last[k] = b"]
 
 
 def _decode_return(r: _Return, remember: list[str]) -> list[str]:
-    record = f"_new(_Decoded, (ts, channel, _name, {r.const}, ({r.values}), {r.labels}, None))"
-    lines = [f"{r.indent}{line}" for line in remember]
+    """The record, with flags None when every value is in range; else a flag per value
+    (OUT_OF_RANGE on those outside theirs), each counted in its slot of ``_counts``."""
+    def record(flags: str) -> str:
+        return f"(frame[0], frame[1], _name, {r.const}, ({r.values}), {r.labels}, {flags})"
+
+    i = r.indent
+    lines = [f"{i}{line}" for line in remember]
     if r.in_range == "True":
-        return [*lines, f"{r.indent}return {record}"]
-    return [*lines, f"{r.indent}if {r.in_range}:", f"{r.indent}    return {record}",
-            f"{r.indent}return _flag({record})"]
+        return [*lines, f"{i}return {record('None')}"]
+    lines += [f"{i}if {r.in_range}:", f"{i}    return {record('None')}"]
+    flags = ["0"] * r.values.count(", ")  # values is "v0, v1, ... "
+    for position, check, slot in r.checks:
+        flags[position] = f"f{position}"
+        lines += [f"{i}f{position} = 0", f"{i}if not {check}:",
+                  f"{i}    f{position} = {OUT_OF_RANGE}", f"{i}    _counts[{slot}] += 1"]
+    return [*lines, f"{i}return {record('(' + ''.join(f + ', ' for f in flags) + ')')}"]

@@ -5,7 +5,10 @@ selected signals' values side by side), not one object per signal: cheaper to
 make, and already in the per-message columnar shape the store wants.
 
 Fast path: each message is compiled once into a generated function
-(:mod:`agent.decode.compile`). For messages whose selected signals are all
+(:mod:`agent.decode.compile`); ``decode_many(frames)`` decodes a chunk of frames
+(what the pipeline hands on) with one dict look-up and one call per frame, and
+makes the chunk's records and counts at once; ``decode(frame)`` does the same
+for one frame. For messages whose selected signals are all
 kept only on change (no heartbeat), a frame whose selected bits did not
 change since the last frame with the same multiplexer value is skipped before
 decoding; counters and checksums ("volatile" signals: recognised by name, by
@@ -21,17 +24,20 @@ decoded, their values flagged ``TRUNCATED`` / ``OUT_OF_RANGE``.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from agent.decode.compile import (
     ChangeFilter,
     CompiledMessage,
     DecodeFn,
+    Hooks,
+    Record,
     big_word_mask,
     bit_field,
     compile_message,
@@ -43,18 +49,64 @@ from agent.volatile import Volatility
 log = logging.getLogger(__name__)
 
 EXTENDED = 1 << 31  # key bit that separates 29-bit from 11-bit ids
+_ID = itemgetter(2)  # a Frame's arbitration_id
 MAX_IGNORED = 1 << 16  # ids remembered as unknown or unselected (a flood of ids is bounded)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False, eq=False)
 class DecodeStats:
+    """What a decoder did with its frames, per id where it matters. ``unchanged`` and
+    ``out_of_range`` read counts that the compiled decoders keep up themselves."""
+
     decoded: int = 0
-    unchanged: int = 0  # skipped by the change filter: same selected bits as before
     unknown: Counter[int] = field(default_factory=Counter)  # id -> frames
     truncated: Counter[int] = field(default_factory=Counter)  # id -> frames shorter than DBC
     excess: Counter[int] = field(default_factory=Counter)  # id -> frames longer than DBC
     bad_mux: Counter[int] = field(default_factory=Counter)  # id -> unknown multiplexer value
-    out_of_range: Counter[tuple[int, str]] = field(default_factory=Counter)  # (id, signal)
+    _out_of_range: Counter[tuple[int, str]] = field(default_factory=Counter)
+    # frames skipped by the change filter (same selected bits as before), in a list that
+    # the compiled decoders add to themselves
+    _unchanged: list[int] = field(default_factory=lambda: [0])
+    # (id, signal names, their out-of-range counts) that compiled decoders keep up
+    _counted: list[tuple[int, tuple[str, ...], list[int]]] = field(default_factory=list)
+
+    @property
+    def unchanged(self) -> int:
+        """Frames skipped by the change filter: same selected bits as before."""
+        return self._unchanged[0]
+
+    @unchanged.setter
+    def unchanged(self, value: int) -> None:
+        self._unchanged[0] = value
+
+    @property
+    def out_of_range(self) -> Counter[tuple[int, str]]:
+        """(id, signal) -> values outside the DBC's range, the compiled decoders' counts
+        included (they count in a list of their own: cheaper per frame than a Counter)."""
+        for fid, names, counts in self._counted:
+            for i, n in enumerate(counts):
+                if n:
+                    self._out_of_range[(fid, names[i])] += n
+                    counts[i] = 0
+        return self._out_of_range
+
+    def count_out_of_range(self, fid: int, names: tuple[str, ...], counts: list[int]) -> None:
+        """Read ``counts[i]`` as the out-of-range values of ``(fid, names[i])`` from now on."""
+        if names:
+            self._counted.append((fid, names, counts))
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.decoded, self.unchanged, self.unknown, self.truncated, self.excess,
+                self.bad_mux, self.out_of_range)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DecodeStats):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return ("DecodeStats(decoded={!r}, unchanged={!r}, unknown={!r}, truncated={!r}, "
+                "excess={!r}, bad_mux={!r}, out_of_range={!r})".format(*self._fields()))
 
 
 # rule(message, signal) -> (on_change, min_period, max_period)
@@ -81,14 +133,18 @@ class ChannelDecoder:
         volatile: Volatility | Iterable[str] = (),
     ) -> None:
         self.channel = channel
+        self.wanted = wanted  # the selection (agent.sources.bcm_plan reads it)
         self.stats = DecodeStats()
         self._exact: dict[int, CompiledMessage] = {}
         # 11-bit messages, for extended frames with small ids (candump's 8-digit ids)
         self._standard: dict[int, CompiledMessage] = {}
         self._known: set[int] = set()  # ids defined in the DBCs, selected or not
-        # key -> True for an unknown id, False for one with no selected signal
-        self._ignored: dict[int, bool] = {}
+        #: key -> (cantools message, its change filter or None) for every message with a
+        #: selected signal: what a kernel-side content filter (CAN_BCM) is built from
+        self.selected: dict[int, tuple[Any, ChangeFilter | None]] = {}
         volatility = volatile if isinstance(volatile, Volatility) else Volatility(volatile)
+        hooks = Hooks(other_length=self._decode_checked, bad_mux=self._bad_mux,
+                      unchanged=self.stats._unchanged)
         for db in databases:
             for message in db.messages:
                 key = message.frame_id | (EXTENDED if message.is_extended_frame else 0)
@@ -97,58 +153,71 @@ class ChannelDecoder:
                                 channel, message.name, message.frame_id)
                     continue
                 self._known.add(key)
-                compiled = compile_message(
-                    message, wanted, _change_filter(message, wanted, change_rule, volatility),
-                    functools.partial(self._flag_range, message.frame_id))
+                change = _change_filter(message, wanted, change_rule, volatility)
+                compiled = compile_message(message, wanted, change, hooks)
                 if compiled is None:
                     continue
+                self.stats.count_out_of_range(message.frame_id, compiled.range_names,
+                                              compiled.range_counts)
+                self.selected[key] = (message, change)
                 self._exact[key] = compiled
                 if not message.is_extended_frame:
                     self._standard[message.frame_id] = compiled
-        self.decode = self._fast_path()
+        self._unknown: list[Frame] = []  # frames of unknown ids, counted once per chunk
+        self._unselected: list[Frame] = []  # frames of ids with no selected signal
+        # key -> what decodes the frames with that key: a compiled decoder, or (learnt
+        # from the frames, bounded) the append of one of the lists above
+        self._table: dict[int, DecodeFn] = {
+            key: c.decode for key, c in self._exact.items()}
+        self.decode, self.decode_many = self._fast_paths()
 
-    def _fast_path(self) -> Callable[[Frame], Decoded | None]:
-        """``decode``, specialised: a closure over local names, two dict look-ups for
-        the frames that matter; anything unusual goes to :meth:`_decode_checked`."""
-        fast: dict[int, tuple[int, DecodeFn, CompiledMessage]] = {
-            key: (c.length, c.decode, c) for key, c in self._exact.items()}
-        ignored = self._ignored
+    def _fast_paths(self) -> tuple[Callable[[Frame], Decoded | None],
+                                   Callable[[Sequence[Frame]], list[Decoded]]]:
+        """``decode`` and ``decode_many``, specialised: closures over local names, one
+        dict look-up and one call for each frame. What the call does not decode
+        itself (first sight of an id, a wrong length) goes to :meth:`_decode_checked`."""
+        get = self._table.get
         stats = self.stats
         unknown = stats.unknown
-        checked = self._decode_checked
-        bad_mux = self._bad_mux
+        unknown_frames = self._unknown
+        unselected = self._unselected
+        first_sight = self._decode_checked
+        new = tuple.__new__
+
+        def flush() -> None:
+            unknown.update(map(_ID, unknown_frames))
+            unknown_frames.clear()
+            unselected.clear()
 
         def decode(frame: Frame) -> Decoded | None:
             """The selected signals of ``frame``; None when unknown, unselected or unchanged."""
             fid = frame[2]
-            key = fid | EXTENDED if frame[3] else fid
-            entry = fast.get(key)
-            if entry is not None:
-                data = frame[5]
-                if len(data) == entry[0]:
-                    try:
-                        decoded = entry[1](data, frame[0], frame[1])
-                    except KeyError as exc:
-                        bad_mux(fid, entry[2].name, exc)
-                        return None
-                    if decoded is None:
-                        stats.unchanged += 1
-                    else:
-                        stats.decoded += 1
-                    return decoded
-            else:
-                is_unknown = ignored.get(key)
-                if is_unknown is not None:
-                    if is_unknown:
-                        unknown[fid] += 1
-                    return None
-            return checked(frame)
+            record = get(fid | EXTENDED if frame[3] else fid, first_sight)(frame)
+            if record is not None:
+                stats.decoded += 1
+                return new(Decoded, record)
+            if unknown_frames or unselected:
+                flush()
+            return None
 
-        return decode
+        def decode_many(frames: Sequence[Frame]) -> list[Decoded]:
+            """The records of a chunk of frames, in the frames' order: ``decode`` of
+            each, counted once for the chunk."""
+            # a Python loop: its calls of the (Python) decoders are cheaper than map's;
+            # then the records made in one C loop (see agent.decode.compile.Record)
+            records = [r for frame in frames if (r := get(
+                frame[2] | EXTENDED if frame[3] else frame[2], first_sight)(frame)) is not None]
+            stats.decoded += len(records)
+            if unknown_frames or unselected:
+                flush()
+            return list(map(new, repeat(Decoded), records))
 
-    def _decode_checked(self, frame: Frame) -> Decoded | None:
+        return decode, decode_many
+
+    def _decode_checked(self, frame: Frame) -> Record | None:
         """``decode`` for any frame: first sight of an unknown or unselected id, an
-        extended frame for an 11-bit message, a wrong length."""
+        extended frame for an 11-bit message, a wrong length. Counts all but the
+        records (the caller counts those)."""
         fid = frame.arbitration_id
         key = fid | EXTENDED if frame.is_extended else fid
         compiled = self._exact.get(key)
@@ -156,36 +225,31 @@ class ChannelDecoder:
             # candump marks an 8-hex-digit id extended even when the DBC says 11-bit
             compiled = self._standard.get(fid) if frame.is_extended else None
             if compiled is None:
-                is_unknown = not self.is_known(frame)
-                if is_unknown:
+                if self.is_known(frame):
+                    self._learn(key, self._unselected.append)
+                else:
                     self.stats.unknown[fid] += 1
-                if len(self._ignored) < MAX_IGNORED:
-                    self._ignored[key] = is_unknown
+                    self._learn(key, self._unknown.append)
                 return None
+            self._learn(key, compiled.decode)
         data = frame.data
         if len(data) != compiled.length:
             if len(data) < compiled.length:
                 return self._decode_short(frame, compiled)
             self.stats.excess[fid] += 1
-            data = data[: compiled.length]
-        try:
-            decoded = compiled.decode(data, frame.timestamp, frame.channel)
-        except KeyError as exc:
-            self._bad_mux(fid, compiled.name, exc)
-            return None
-        if decoded is None:
-            self.stats.unchanged += 1
-        else:
-            self.stats.decoded += 1
-        return decoded
+            frame = frame._replace(data=data[: compiled.length])
+        return compiled.decode(frame)
+
+    def _learn(self, key: int, entry: DecodeFn) -> None:
+        """Remember what frames with ``key`` are, up to :data:`MAX_IGNORED` keys that
+        the DBCs do not give (a flood of ids is bounded)."""
+        if len(self._table) < len(self._exact) + MAX_IGNORED:
+            self._table[key] = entry
 
     def is_known(self, frame: Frame) -> bool:
         fid = frame.arbitration_id
         return (fid | EXTENDED if frame.is_extended else fid) in self._known or (
             frame.is_extended and fid in self._known)
-
-    def _flag_range(self, fid: int, decoded: Decoded) -> Decoded:
-        return decoded._replace(flags=self._range_flags(fid, decoded.signals, decoded.values, 0))
 
     def _range_flags(self, fid: int, infos: tuple[SignalInfo, ...], values: tuple[Any, ...],
                      base: int) -> tuple[int, ...]:
@@ -199,7 +263,7 @@ class ChannelDecoder:
                 flags.append(base)
         return tuple(flags)
 
-    def _decode_short(self, frame: Frame, compiled: CompiledMessage) -> Decoded | None:
+    def _decode_short(self, frame: Frame, compiled: CompiledMessage) -> Record | None:
         """A frame shorter than the DBC says: the signals that fit, flagged TRUNCATED."""
         fid = frame.arbitration_id
         self.stats.truncated[fid] += 1
@@ -210,7 +274,7 @@ class ChannelDecoder:
         try:
             infos, values, labels, _ = compiled.values(frame.data.ljust(compiled.length, b"\0"))
         except KeyError as exc:
-            self._bad_mux(fid, compiled.name, exc)
+            self._bad_mux(frame, exc.args[0] if exc.args else "?")
             return None
         keep = [i for i, info in enumerate(infos) if info.needed_bytes <= available]
         if not keep:
@@ -218,14 +282,18 @@ class ChannelDecoder:
         infos = tuple(infos[i] for i in keep)
         values = tuple(values[i] for i in keep)
         labels = tuple(labels[i] for i in keep) if labels is not None else None
-        self.stats.decoded += 1
-        return Decoded(frame.timestamp, frame.channel, compiled.name, infos, values, labels,
-                       self._range_flags(fid, infos, values, TRUNCATED))
+        return (frame.timestamp, frame.channel, compiled.name, infos, values, labels,
+                self._range_flags(fid, infos, values, TRUNCATED))
 
-    def _bad_mux(self, fid: int, name: str, exc: KeyError) -> None:
+    def _bad_mux(self, frame: Frame, value: object) -> None:
+        """A frame whose multiplexer value the DBC does not define: counted, a warning
+        for the first one of each id."""
+        fid = frame.arbitration_id
         if not self.stats.bad_mux[fid]:
-            log.warning("%s: %s (0x%X): unknown multiplexer value %s", self.channel, name, fid,
-                        exc.args[0] if exc.args else "?")
+            compiled = self._exact.get(fid | EXTENDED if frame.is_extended else fid) or (
+                self._standard.get(fid))
+            log.warning("%s: %s (0x%X): unknown multiplexer value %s", self.channel,
+                        compiled.name if compiled is not None else "?", fid, value)
         self.stats.bad_mux[fid] += 1
 
 
