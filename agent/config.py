@@ -59,6 +59,7 @@ T = TypeVar("T")
 
 DEFAULT_PATH = Path("/etc/bavard/bavard.toml")
 MODES = ("decoded", "raw")
+READERS = ("auto", "bcm", "raw", "python-can")  # channels[].reader
 # the keys of an OBD-II channel (agent.obd.settings)
 OBD_KEYS = frozenset({"obd", "port", "baudrate", "protocol", "pids", "dtc_interval",
                       "extended", "timeout"})
@@ -124,6 +125,10 @@ class ChannelConfig:
     bitrate: int | None = None
     fd: bool = False
     data_bitrate: int | None = None
+    # how a live bus is read: "auto" (SocketCAN: CAN_BCM content filtering for a decoded
+    # channel, else a raw CAN_RAW socket; any other interface: python-can), or one of
+    # "bcm", "raw", "python-can" (see agent.sources.can_bus)
+    reader: str = "auto"
     # log replay
     log: Path | None = None
     # simulated vehicle
@@ -638,7 +643,7 @@ class _Reader:
 
     def channel(self, raw: Any, key: str) -> ChannelConfig | None:
         allowed = {"name", "dbc", "interface", "channel", "bitrate", "fd", "data_bitrate",
-                   "log", "simulate", "seed", "speed", "mode", "start", "gpsd", "nmea",
+                   "reader", "log", "simulate", "seed", "speed", "mode", "start", "gpsd", "nmea",
                    *OBD_KEYS}
         t = self.table(raw, key, allowed)
         if not isinstance(raw, dict):  # reported; an empty table is checked like any other
@@ -681,14 +686,26 @@ class _Reader:
             self.check_interface(interface, _join(key, "interface"))
             if "channel" not in t:
                 self.problem(_join(key, "channel"), "required with interface")
-        elif "channel" in t or "bitrate" in t:
-            for extra in ("channel", "bitrate"):
+        elif "channel" in t or "bitrate" in t or "reader" in t:
+            for extra in ("channel", "bitrate", "reader"):
                 if extra in t:
                     self.problem(_join(key, extra), "only valid with interface")
+        reader = self.get(t, key, "reader", (str,), "auto", "a string")
+        if reader not in READERS:
+            self.problem(_join(key, "reader"),
+                         f"must be one of {', '.join(READERS)}, got {reader!r}")
+            reader = "auto"
+        elif reader in ("bcm", "raw") and interface not in (None, "socketcan"):
+            self.problem(_join(key, "reader"),
+                         f"{reader!r} reads SocketCAN only (interface = \"socketcan\"), "
+                         f"not {interface!r}")
         mode = self.get(t, key, "mode", (str,), "decoded", "a string")
         if mode not in MODES:
             self.problem(_join(key, "mode"), f"must be one of {', '.join(MODES)}, got {mode!r}")
             mode = "decoded"
+        if reader == "bcm" and (mode == "raw" or obd is True):
+            self.problem(_join(key, "reader"), "\"bcm\" filters the frames of decoded "
+                                               "messages: not for a raw or OBD channel")
         if obd_settings is not None:
             if "dbc" in t:
                 self.problem(_join(key, "dbc"), "not used by an OBD channel (its PIDs are "
@@ -717,6 +734,7 @@ class _Reader:
             bitrate=self.integer(t, key, "bitrate", None, BITRATE),
             fd=self.get(t, key, "fd", (bool,), False, "true or false"),
             data_bitrate=self.integer(t, key, "data_bitrate", None, DATA_BITRATE),
+            reader=reader,
             log=log,
             simulate=simulate,
             seed=1 if seed is None else seed,

@@ -47,10 +47,12 @@ from agent.decode.decoder import ChannelDecoder
 from agent.decode.gps import GpsDecoder
 from agent.decode.obd import ObdDecoder
 from agent.errors import BavardError
-from agent.frames import Event, Frame, Sample
+from agent.frames import Decoded, Event, Frame, Sample
+from agent.insights.roles import Roles
 from agent.policy.rules import RuleSet
 from agent.policy.selection import Selector
 from agent.sources import Source, source_class
+from agent.sources.bcm_plan import BcmMessage, bcm_plan
 from agent.sources.can_filters import can_filters_for
 
 if TYPE_CHECKING:
@@ -87,10 +89,13 @@ def open_source(
     can_filters: list[dict[str, Any]] | None = None,
     start_time: float | None = None,
     state_dir: Path | None = None,
+    bcm_plan: list[BcmMessage] | None = None,
 ) -> Source:
     """Open the source a channel is configured for.
 
     ``can_filters``: python-can receive filters for a live bus (None: every frame).
+    ``bcm_plan``: the kernel content filters of a decoded SocketCAN bus (see
+    :func:`uses_bcm`), None for every other channel.
     ``start_time`` stamps a simulated vehicle's first frame unless its channel says
     ``start`` (default: a fixed date, so that its output is reproducible).
     ``state_dir``: where an OBD channel keeps the trouble codes it saw (the service's;
@@ -111,7 +116,33 @@ def open_source(
         return cls(cfg.name, seed=cfg.seed, speed=cfg.speed, channel=cfg.name, clock=clock,
                    wait=wait, **extra)
     return cls(cfg.name, interface=cfg.interface, channel=cfg.channel, bitrate=cfg.bitrate,
-               fd=cfg.fd, data_bitrate=cfg.data_bitrate, can_filters=can_filters, clock=clock)
+               fd=cfg.fd, data_bitrate=cfg.data_bitrate, can_filters=can_filters, clock=clock,
+               reader=cfg.reader, bcm_plan=bcm_plan)
+
+
+def chunk_decoder(decoder: Decoder) -> Callable[[list[Frame]], list[Decoded]]:
+    """``decoder``'s records of a chunk of frames, in order: a DBC channel's decoder does
+    the whole chunk in one call; the others, frame by frame."""
+    if isinstance(decoder, ChannelDecoder):
+        return decoder.decode_many
+    decode = decoder.decode
+    return lambda frames: [d for frame in frames if (d := decode(frame)) is not None]
+
+
+def uses_bcm(cfg: ChannelConfig) -> bool:
+    """True for a channel whose frames the kernel filters by content (CAN_BCM): a
+    decoded SocketCAN bus read with ``reader = "auto"`` or ``"bcm"``."""
+    return (cfg.kind == "can" and cfg.mode == "decoded" and cfg.interface == "socketcan"
+            and cfg.reader in ("auto", "bcm"))
+
+
+def feeds_events(config: Config) -> Callable[[str, str], bool]:
+    """``(message, signal) -> True`` for the signals the box's insights read: the
+    kernel must not throttle them (a throttled signal can lose a state change)."""
+    if not config.insights.enabled:
+        return lambda message, signal: False
+    roles = Roles(config.insights)
+    return lambda message, signal: roles.role(message, signal) is not None
 
 
 Decoder = ChannelDecoder | ObdDecoder | GpsDecoder
@@ -192,11 +223,15 @@ class Pipeline:
             # a live decoded bus: the kernel drops the frames of unselected messages
             filters = (can_filters_for(dbs, selector)
                        if cfg.kind == "can" and cfg.mode == "decoded" else None)
-            decoding.append((cfg, decoder, dbs, filters))
+            plan = None
+            if uses_bcm(cfg) and isinstance(decoder, ChannelDecoder):
+                # ... and, on SocketCAN, those whose selected bits did not change
+                plan = bcm_plan(decoder, change_rule, feeds_events(config))
+            decoding.append((cfg, decoder, dbs, filters, plan))
         channels: list[ChannelRuntime] = []
         try:
-            for cfg, decoder, dbs, filters in decoding:
-                source = open_source(cfg, clock, wait, filters, start_time, state_dir)
+            for cfg, decoder, dbs, filters, plan in decoding:
+                source = open_source(cfg, clock, wait, filters, start_time, state_dir, plan)
                 channels.append(ChannelRuntime(cfg, source, decoder, dbs))
         except BaseException:
             for ch in channels:
@@ -228,7 +263,7 @@ class Pipeline:
         for t in threads:
             t.start()
         running = len(threads)
-        decoders = [ch.decoder.decode for ch in self.channels]
+        decoders = [chunk_decoder(ch.decoder) for ch in self.channels]
         raw = [ch.config.mode == "raw" for ch in self.channels]
         names = [ch.config.name for ch in self.channels]
         keep = self.rules.filter_decoded
@@ -269,34 +304,28 @@ class Pipeline:
                     else:
                         self.raw_dropped += len(frames)
                     continue
-                decode = decoders[index]
+                records = decoders[index](frames)
                 kept = []
                 values = 0  # decoded[4] is Decoded.values: an index costs less per frame
                 if tap is not None and tap.sampling and tap.room(names[index]):
                     shown = []  # handed to the tap once for the chunk
-                    for frame in frames:
-                        decoded = decode(frame)
-                        if decoded is not None:
-                            values += len(decoded[4])
-                            some = keep(decoded)
-                            kept.extend(some)
-                            shown.append((decoded, some))
+                    for decoded in records:
+                        values += len(decoded[4])
+                        some = keep(decoded)
+                        kept.extend(some)
+                        shown.append((decoded, some))
                     tap.decoded(shown, values)
                 elif tap is not None and tap.sampling:  # its subscribers are full: count
                     signal_sets = []  # the decoders' own tuples: nothing new is held
-                    for frame in frames:
-                        decoded = decode(frame)
-                        if decoded is not None:
-                            values += len(decoded[4])
-                            signal_sets.append(decoded[3])
-                            kept.extend(keep(decoded))
+                    for decoded in records:
+                        values += len(decoded[4])
+                        signal_sets.append(decoded[3])
+                        kept.extend(keep(decoded))
                     tap.overflow(names[index], values, signal_sets)
                 else:
-                    for frame in frames:
-                        decoded = decode(frame)
-                        if decoded is not None:
-                            values += len(decoded[4])
-                            kept.extend(keep(decoded))
+                    for decoded in records:
+                        values += len(decoded[4])
+                        kept.extend(keep(decoded))
                 self.samples_decoded += values
                 self.samples_kept += len(kept)
                 if kept:

@@ -170,6 +170,33 @@ def test_raw_channel_needs_no_dbc(workdir: Path) -> None:
         "channels[0].mode: must be one of decoded, raw, got 'both'"]
 
 
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ('interface = "socketcan"\nchannel = "can0"', []),
+        ('interface = "socketcan"\nchannel = "can0"\nreader = "bcm"', []),
+        ('interface = "virtual"\nchannel = "x"\nreader = "python-can"', []),
+        ('interface = "socketcan"\nchannel = "can0"\nreader = "fast"',
+         ["channels[0].reader: must be one of auto, bcm, raw, python-can, got 'fast'"]),
+        ('interface = "virtual"\nchannel = "x"\nreader = "raw"',
+         ["channels[0].reader: 'raw' reads SocketCAN only (interface = \"socketcan\"), "
+          "not 'virtual'"]),
+        ('interface = "socketcan"\nchannel = "can0"\nreader = "bcm"\nmode = "raw"',
+         ['channels[0].reader: "bcm" filters the frames of decoded messages: not for a raw '
+          "or OBD channel"]),
+        ('log = "drive.log"\nreader = "raw"', ["channels[0].reader: only valid with interface"]),
+    ],
+)
+def test_channel_reader(workdir: Path, lines: str, expected: list[str]) -> None:
+    text = f'[[channels]]\nname = "a"\ndbc = "car.dbc"\n{lines}'
+    if expected:
+        assert problems(workdir, text) == expected
+    else:
+        reader = parse_config(text, workdir).channels[0].reader
+        assert reader == (lines.split('reader = "')[1].rstrip('"') if "reader" in lines
+                          else "auto")
+
+
 def test_simulator_channel_needs_no_dbc(workdir: Path) -> None:
     config = parse_config('[[channels]]\nname = "sim"\nsimulate = true\nseed = 7', workdir)
     (channel,) = config.channels

@@ -145,8 +145,12 @@ def _destinations(dests: list[dict[str, Any]]) -> list[str]:
 
 
 def _channel(ch: dict[str, Any]) -> list[str]:
-    head = (f"  {ch['name']}  {ch['kind']} {ch['where']}  {ch['state'].upper()}  "
-            f"{ch['frames']:,} frames, {ch['frames_per_s']:,.0f}/s")
+    reader = ch.get("reader")
+    via = f" ({reader})" if reader else ""
+    # through CAN_BCM, only the frames whose selected bits changed reach bavard
+    what = "changed frames" if reader == "bcm" else "frames"
+    head = (f"  {ch['name']}  {ch['kind']} {ch['where']}{via}  {ch['state'].upper()}  "
+            f"{ch['frames']:,} {what}, {ch['frames_per_s']:,.0f}/s")
     if ch["unknown_ids"] is not None:
         known = "-" if ch["known_share"] is None else f"{100 * ch['known_share']:.1f}%"
         head += (f"; known ids {known}, {ch['unknown_ids']:,} unknown ids "
@@ -166,6 +170,9 @@ def _channel(ch: dict[str, Any]) -> list[str]:
                       ("out_of_range", "values out of range")):
         if ch.get(key):
             problems.append(f"{ch[key]:,} {what}")
+    if ch.get("messages_missing"):
+        problems.append(f"{ch['messages_missing']:,} messages went missing, "
+                        f"{ch.get('messages_back', 0):,} came back")
     if ch["error"]:
         problems.append(f"ERROR {ch['error']}")
     if problems:

@@ -154,6 +154,10 @@ def _channel(ch: ChannelRuntime, rate: float) -> dict[str, Any]:
     }
     if isinstance(source, CanBusSource):
         out["reopens"] = source.stats.reopens
+        # "bcm": frames counts only what the kernel handed over (a selected bit changed)
+        out["reader"] = source.reader_kind
+        out["messages_missing"] = source.stats.messages_missing
+        out["messages_back"] = source.stats.messages_back
     if isinstance(source, ObdSource):
         obd = source.obd
         out["obd"] = {"connects": obd.connects, "adapter_errors": obd.adapter_errors,

@@ -48,8 +48,23 @@ included), recognised by their timestamps (the old source remembers its last
 overflowed, or its filter did not select it) is kept. The skipping ends at the
 first frame newer than the old source's last one, or at the first quiet read.
 
+Readers: the bus is read through a small reader object (``reader``):
+``"python-can"`` (:mod:`agent.sources.can_readers`, any interface),
+``"raw"`` (:mod:`agent.sources.socketcan_raw`: a CAN_RAW socket without
+python-can, the same frames for less CPU) or ``"bcm"``
+(:mod:`agent.sources.bcm`: the kernel hands over a selected message only when
+its selected bits changed, from ``bcm_plan``). ``"auto"``: on SocketCAN,
+``"bcm"`` when a plan is given, else ``"raw"``; any other interface
+python-can. Each read is a burst (what is queued once the first frame came),
+which the source yields one by one; what a stop leaves unyielded is
+returned by the drain. A BCM that the kernel refuses (EINVAL on the first
+``RX_SETUP``: a 32-bit user space on a 64-bit kernel) is replaced by a raw
+reader with the CAN_RAW filters, said in one warning line.
+
 Sources yield frames only, so a gap is not an :class:`~agent.frames.Event`
-here; its counters are in ``stats``.
+here; its counters are in ``stats``. A message that the BCM says went silent
+for longer than its timeout is one (``can.message_missing``, then
+``can.message_back``), handed to ``on_event`` and counted in ``stats``.
 """
 
 from __future__ import annotations
@@ -64,9 +79,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import SourceError
-from agent.frames import Frame
+from agent.frames import Event, Frame
 from agent.sources.base import Source, SourceStats
-from agent.sources.pycan import frame_from_message
+from agent.sources.bcm_plan import BcmMessage
+from agent.sources.can_readers import (
+    PythonCanReader,
+    event_detail,
+    open_socket_reader,
+    read_errors,
+    resolve_reader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +98,15 @@ RECONNECT_INITIAL = 0.1  # seconds before the first reopen after a read error
 # cheap, and every second of backoff after the link is back is a second of bus lost.
 RECONNECT_MAX = 1.0
 RECENT = 16_384  # timestamps of the last frames read, for a source that takes over
-DRAIN_MAX = 4_096  # frames read from the receive queue at a stop (a full queue holds ~300)
+DRAIN_MAX = 4_096  # frames read from the receive queue at a stop (a full one: 550 by
+# default, 2,700 in the 1 MiB a raw or BCM reader asks for)
 DRAIN_WAIT = 0.001  # seconds a read of the drain waits: the queue is empty after it
+# seconds a socket reader (raw, bcm) lets frames gather in the kernel's queue after a
+# burst that did not fill half of it: each wake-up of the reading thread costs more CPU
+# than reading a frame, so a busy bus is read in bursts of tens of frames (10 ms: 80
+# frames at 8,000 frames/s; the queue holds hundreds). A latency nobody sees.
+COALESCE = 0.01
+COALESCE_BELOW = 128  # frames: a burst this large goes straight back to reading
 # errnos of an open that no wait cures: the kernel has no CAN support at all
 _NEVER = frozenset({errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT})
 
@@ -87,6 +116,8 @@ class CanBusStats(SourceStats):
     """:class:`SourceStats` (with its gap counters) plus the reopen attempts."""
 
     reopens: int = 0  # attempts to open the bus again, successful or not
+    messages_missing: int = 0  # BCM: a message silent for longer than its timeout
+    messages_back: int = 0  # ... and back again
 
 
 def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
@@ -112,12 +143,16 @@ def bus_absent(exc: BaseException | None) -> bool:
 
 
 class CanBusSource(Source):
-    """A python-can bus, opened on construction (or, when it is absent then, on the
-    backoff of a gap), opened again after read errors.
+    """A bus, opened on construction (or, when it is absent then, on the backoff of a
+    gap), opened again after read errors.
 
     ``on_idle``, when set, is called in the reading thread each time the bus
     has been quiet for :data:`RECV_TIMEOUT`, and when a gap starts (the
     pipeline hands on what it holds).
+    ``reader``: see the module's docstring; ``bcm_plan``: the kernel content
+    filters (:func:`agent.sources.bcm_plan.bcm_plan`); ``bcm_layout``: the
+    ``bcm_msg_head`` layout written (``"native"``; ``"ilp32"`` forces a 32-bit
+    user space's, which a 64-bit kernel refuses: to test the fallback).
     """
 
     live = True
@@ -136,6 +171,9 @@ class CanBusSource(Source):
         reconnect_initial: float = RECONNECT_INITIAL,
         reconnect_max: float = RECONNECT_MAX,
         clock: Callable[[], float] = time.monotonic,
+        reader: str = "auto",
+        bcm_plan: list[BcmMessage] | None = None,
+        bcm_layout: str = "native",
         **bus_options: Any,
     ) -> None:
         super().__init__(name)
@@ -149,27 +187,40 @@ class CanBusSource(Source):
                 options["data_bitrate"] = data_bitrate
         self.interface = interface
         self.channel = channel
+        self.fd = fd
         self.can_filters = can_filters
         self.options = options
         self.reconnect_initial = reconnect_initial
         self.reconnect_max = reconnect_max
         self.clock = clock
         self.where = f"{interface}:{channel}"
+        self.reader_kind = resolve_reader(reader, interface, bcm_plan, name)
+        self.bcm_plan = list(bcm_plan) if bcm_plan is not None else None
+        self.bcm_layout = bcm_layout
+        self.coalesce = COALESCE  # a socket reader's pause after a small burst (0: none)
         #: receive timestamps of the last RECENT frames yielded, oldest first
         self.recent: deque[float] = deque(maxlen=RECENT)
         # what take_over() says was read already: up to this timestamp, these timestamps
         self._read_through: float | None = None
         self._read: frozenset[float] = frozenset()
-        self._lock = threading.Lock()  # the bus is shut down by close() from another thread
+        self._lock = threading.Lock()  # the reader is closed by close() from another thread
         self._gap_started = 0.0  # clock() when the current gap began
         self._gap_wall = 0.0  # time.time() of the same moment, for the log
-        self.bus: Any | None = None
+        self._pending: deque[Frame] = deque()  # read in a burst, not yielded yet
+        self.reader: Any | None = None
         try:
-            self.bus = self._open_bus()
+            self.reader = self._open_reader()
         except SourceError as exc:
             if not bus_absent(exc.__cause__):
                 raise
             self._start_gap(f"cannot open the bus ({exc.__cause__})")
+
+    @property
+    def bus(self) -> Any | None:
+        """The python-can bus (the python-can reader), else the reader itself; None in a
+        gap."""
+        reader = self.reader
+        return reader.bus if isinstance(reader, PythonCanReader) else reader
 
     def take_over(self, previous: CanBusSource) -> None:
         """Skip what ``previous`` (on the same bus, open at the same time as this one,
@@ -177,6 +228,30 @@ class CanBusSource(Source):
         recent = tuple(previous.recent)  # one step under the GIL, even if its reader lags
         self._read = frozenset(recent)
         self._read_through = recent[-1] if recent else None
+
+    def _open_reader(self) -> Any:
+        """A new reader of the kind chosen; SourceError when it cannot be opened. A BCM
+        that the kernel refuses is replaced by a raw reader, from now on."""
+        if self.reader_kind == "python-can":
+            return PythonCanReader(self._open_bus(), self.name, self.stats.skipped)
+        try:
+            reader = open_socket_reader(self, self.reader_kind)
+        except OSError as exc:
+            raise SourceError(f"channel {self.name!r}: cannot open {self.where} "
+                              f"({self.reader_kind}): {exc.strerror or exc}") from exc
+        if reader.kind != self.reader_kind:
+            self.reader_kind = reader.kind
+            self.stats.skipped["bcm_refused"] += 1
+        return reader
+
+    def _message_event(self, kind: str, timestamp: float, message: BcmMessage) -> None:
+        """A BCM timeout (``can.message_missing``) or the frame after it (``...back``)."""
+        if kind == "can.message_missing":
+            self.stats.messages_missing += 1
+        else:
+            self.stats.messages_back += 1
+        if self.on_event is not None:
+            self.on_event(Event(timestamp, self.name, kind, event_detail(kind, message)))
 
     def _open_bus(self) -> Any:
         """A new python-can bus; SourceError when it cannot be opened."""
@@ -208,32 +283,33 @@ class CanBusSource(Source):
                     stats.gaps, stats.reopens)
 
     def _frames(self, stop: threading.Event) -> Iterator[Frame]:
-        import can
-
+        errors = read_errors(self.reader_kind)
+        coalesce = 0.0 if self.reader_kind == "python-can" else self.coalesce
         name = self.name
         stats = self.stats
-        skipped = stats.skipped
         recent = self.recent
+        pending = self._pending
+        next_frame = pending.popleft
         delays = backoff_delays(self.reconnect_initial, self.reconnect_max)
         while not stop.is_set() and not self._closed:
-            bus = self.bus
-            if bus is None:  # in a gap: wait, then try to open the bus again
+            reader = self.reader
+            if reader is None:  # in a gap: wait, then try to open the bus again
                 if stop.wait(next(delays)):
                     break
                 stats.reopens += 1
                 try:
-                    bus = self._open_bus()
+                    reader = self._open_reader()
                 except SourceError as exc:
                     log.debug("%s", exc)
                     continue
                 with self._lock:
                     if self._closed:  # closed while we were opening it
-                        bus.shutdown()
+                        reader.close()
                         break
-                    self.bus = bus
+                    self.reader = reader
             try:
-                msg = bus.recv(RECV_TIMEOUT)
-            except (can.CanError, OSError) as exc:
+                frames = reader.read(RECV_TIMEOUT)
+            except errors as exc:
                 if stop.is_set() or self._closed:
                     break  # the bus was shut down under us on purpose
                 if not stats.in_gap:
@@ -242,21 +318,25 @@ class CanBusSource(Source):
                         self.on_idle()
                 else:
                     log.debug("channel %s: %s: still failing: %s", name, self.where, exc)
-                self._drop_bus()
+                self._drop_reader()
                 continue
             if stats.in_gap:
                 self._end_gap()
                 delays = backoff_delays(self.reconnect_initial, self.reconnect_max)
-            if msg is None:
+            if frames is None:
                 self._read_through = None  # what was queued before is read: the rest is new
                 if self.on_idle is not None:
                     self.on_idle()
                 continue
-            frame = frame_from_message(msg, name, skipped)
-            if frame is None or (self._read_through is not None and self._taken(frame)):
-                continue
-            recent.append(frame.timestamp)
-            yield frame
+            pending.extend(frames)
+            while pending:
+                frame = next_frame()
+                if self._read_through is not None and self._taken(frame):
+                    continue
+                recent.append(frame[0])
+                yield frame
+            if coalesce and len(frames) < COALESCE_BELOW and stop.wait(coalesce):
+                break
 
     def _taken(self, frame: Frame) -> bool:
         """True for a frame the source this one took over from read already."""
@@ -267,44 +347,58 @@ class CanBusSource(Source):
         return frame.timestamp in self._read
 
     def _drain(self) -> list[Frame]:
-        """The frames the bus's receive queue holds, received before now: what came
-        while the reader was busy, and, at a reload, what the source that takes over
-        may have missed (it opened later). At most :data:`DRAIN_MAX`."""
-        import can
-
-        bus = self.bus
-        if bus is None or self._closed:
-            return []
-        now = time.time()  # the kernel stamps frames with the same clock
+        """The frames read but not yielded at the stop, then those the receive queue
+        holds, received before now: what came while the reader was busy, and, at a
+        reload, what the source that takes over may have missed (it opened later). At
+        most :data:`DRAIN_MAX` from the queue."""
         out: list[Frame] = []
-        for _ in range(DRAIN_MAX):
-            try:  # not 0: an interface that filters in Python gives up at a filtered frame
-                msg = bus.recv(DRAIN_WAIT)
-            except (can.CanError, OSError):
+        for frame in self._pending:
+            if self._read_through is None or not self._taken(frame):
+                self.recent.append(frame.timestamp)
+                out.append(frame)
+        self._pending.clear()
+        reader = self.reader
+        if reader is None or self._closed:
+            return out
+        errors = read_errors(self.reader_kind)
+        now = time.time()  # the kernel stamps frames with the same clock
+        # python-can: not 0, an interface that filters in Python gives up at a filtered
+        # frame; a socket of ours: no wait, the queue is what it holds
+        wait = DRAIN_WAIT if isinstance(reader, PythonCanReader) else 0.0
+        left = DRAIN_MAX
+        while left > 0:
+            try:
+                frames = reader.read(wait, min(left, 64))
+            except errors:
                 break
-            if msg is None:
-                break
-            frame = frame_from_message(msg, self.name, self.stats.skipped)
-            if frame is None or (self._read_through is not None and self._taken(frame)):
-                continue
-            self.recent.append(frame.timestamp)
-            out.append(frame)
-            if frame.timestamp > now:  # a busy bus refills the queue: not past the stop
+            if not frames:
+                if frames is None:
+                    break
+                continue  # only error or remote frames: more may be queued
+            left -= len(frames)
+            past = False
+            for frame in frames:
+                if self._read_through is not None and self._taken(frame):
+                    continue
+                self.recent.append(frame.timestamp)
+                out.append(frame)
+                past = past or frame.timestamp > now
+            if past:  # a busy bus refills the queue: not past the stop
                 break
         return out
 
-    def _drop_bus(self) -> None:
+    def _drop_reader(self) -> None:
         with self._lock:
-            bus, self.bus = self.bus, None
-        if bus is not None:
+            reader, self.reader = self.reader, None
+        if reader is not None:
             try:
-                bus.shutdown()
+                reader.close()
             except Exception as exc:  # a broken bus may fail to close too: it is gone anyway
-                log.debug("channel %s: shutting down %s: %s", self.name, self.where, exc)
+                log.debug("channel %s: closing %s: %s", self.name, self.where, exc)
 
     def _close(self) -> None:
         # the reference stays: a closed python-can bus refuses to read, as it should
         with self._lock:
-            bus = self.bus
-        if bus is not None:
-            bus.shutdown()
+            reader = self.reader
+        if reader is not None:
+            reader.close()

@@ -18,6 +18,9 @@ Decisions:
   a 29-bit id; the kernel filter must let exactly those through (the receive
   list's match counters say how many frames the daemon's socket got), and the
   decode of the log with the same ``--signals`` globs gives the same samples.
+  The daemon reads through a raw CAN_RAW socket (``reader = "raw"``), whose
+  filters these lists show; what CAN_BCM stores instead is compared with it in
+  test_vcan_readers.py.
 * **Readiness**: the daemon is ready to read when its filters appear in
   ``/proc/net/can/rcvlist_fil``; all frames were handed on when the match
   counters reached the number of selected frames in the log and a second of
@@ -126,6 +129,7 @@ name = "vehicle"
 interface = "socketcan"
 channel = "{vcan0}"
 dbc = "{DBC}"
+reader = "raw"  # the CAN_RAW filters are what this test watches (BCM: test_vcan_readers)
 
 [selection]
 include = {json.dumps(list(SIGNALS))}
@@ -226,6 +230,7 @@ name = "vehicle"
 interface = "socketcan"
 channel = "{iface}"
 dbc = "{DBC}"
+reader = "raw"  # the CAN_RAW filters say when the daemon reads
 
 [selection]
 include = ["VehicleDynamics.VehicleSpeed"]

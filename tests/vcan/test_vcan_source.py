@@ -64,7 +64,8 @@ def test_can_fd_frames_with_bit_rate_switch(vcan0: str) -> None:
 def test_the_kernel_keeps_unselected_frames_out_of_python(vcan0: str) -> None:
     db = cantools.database.load_file(str(DBC))
     filters = can_filters_for([db], Selector(["EngineData.*", "AmbientConditions.*"]))
-    source = CanBusSource("veh", interface="socketcan", channel=vcan0, can_filters=filters)
+    source = CanBusSource("veh", interface="socketcan", channel=vcan0, can_filters=filters,
+                          reader="python-can")
     assert source.bus is not None
     assert source.bus._is_filtered, "python-can fell back to filtering in Python"
     with Reader(source) as reader, can.Bus(interface="socketcan", channel=vcan0) as everything:
