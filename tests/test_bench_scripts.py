@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -250,3 +251,79 @@ def test_control_prints_the_three_conditions_and_checks_the_store() -> None:
 def test_control_fails_when_a_condition_stored_other_samples() -> None:
     err = fails("bench_control.py", "--repeat", "1", "--rounds", "1", "--wrong", "reader:value")
     assert "(3) one reader of every frame and every sample, the store: sample" in err, err
+
+
+# --- live: CPU per bus frame on vcan0 (scripts/bench_live.py, scripts/live_check.py)
+
+
+def live_check() -> ModuleType:
+    """scripts/live_check.py, imported from its file (once; it imports benchlib)."""
+    benchlib()
+    if "live_check" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("live_check", SCRIPTS / "live_check.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["live_check"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["live_check"]
+
+
+def test_live_input_is_the_log_retimed_in_order_and_replays_as_it_was(tmp_path: Path) -> None:
+    """1/rate apart from the first timestamp, the log again from its start when short,
+    and the candump text written for canplayer reads back as the same frames (29-bit
+    ids and CAN FD included)."""
+    check = live_check()
+    frames = [Frame(5.0, "can0", 0x100, False, False, b"\x01\x02"),
+              Frame(9.0, "can0", 0x18FEF521, True, False, b""),
+              Frame(9.5, "can0", 0x7FF, False, True, bytes(range(12)))]
+    played = check.retimed(frames, 4000, 5)
+    assert [f.timestamp - check.EPOCH for f in played] == pytest.approx(
+        [i / 4000 for i in range(5)], abs=1e-6)
+    assert [f._replace(timestamp=0) for f in played] == [
+        f._replace(timestamp=0) for f in frames + frames[:2]]
+    check.write_log(played, tmp_path / "played.log")
+    again = benchlib().read_frames(tmp_path / "played.log")
+    assert [f[2:] for f in again] == [f[2:] for f in played]
+    assert [round(f.timestamp, 6) for f in again] == [round(f.timestamp, 6) for f in played]
+
+
+def series(*values: Any, signal: str = "Speed") -> dict[tuple[str, str], list[tuple[Any, None]]]:
+    return {("M", signal): [(v, None) for v in values]}
+
+
+def test_live_check_compares_each_signals_stored_values_in_order() -> None:
+    check = live_check()
+    mismatch = benchlib().Mismatch
+    ref = series(1, 2, 3, 2)
+    exact = lambda key: True  # noqa: E731
+    fuzzy = lambda key: False  # noqa: E731
+    assert check.check("x", series(1, 2, 3, 2), ref, exact, lost=False) == (
+        "1 signals equal, 0 as a subsequence")
+    for wrong, says in ((series(1, 2, 4, 2), "stored value 2 is (4, None)"),
+                        (series(1, 3, 2), "stored value 1 is (3, None)"),
+                        (series(1, 2, 3), "3 values stored, cantools + on-change gives 4"),
+                        (series(1, 2, 3, 2, signal="Other"), "stored M.Other")):
+        with pytest.raises(mismatch, match=re.escape(says)):
+            check.check("x", wrong, ref, exact, lost=False)
+    # a deadband keeps some changes, a heartbeat repeats one: still cantools' values in order
+    assert check.check("x", series(1, 1, 3), ref, fuzzy, lost=False) == (
+        "0 signals equal, 1 as a subsequence")
+    with pytest.raises(mismatch, match=r"stored value \(1, None\) \(change 1\) is not one"):
+        check.check("x", series(2, 2, 1), ref, fuzzy, lost=False)  # out of order
+    with pytest.raises(mismatch, match="nothing stored"):
+        check.check("x", {}, ref, fuzzy, lost=False)
+    # a contender that lost frames stored fewer changes, never others
+    assert check.check("x", series(1, 2), ref, exact, lost=True) == (
+        "0 signals equal, 1 as a subsequence")
+    with pytest.raises(mismatch, match="is not one of cantools' values"):
+        check.check("x", series(1, 5), ref, exact, lost=True)
+
+
+def test_live_reference_is_on_change_over_the_selected_signals() -> None:
+    check = live_check()
+    values = {0: ("M", {"A": (1, None), "C": (0, None)}), 1: ("M", {"A": (1, None)}),
+              2: ("M", {"A": (2, "two"), "C": (1, None)}), 3: ("M", {"A": (float("nan"), None)}),
+              4: ("M", {"A": (float("nan"), None)})}
+    ref = check.reference(values, lambda message, signal: signal == "A")
+    assert list(ref) == [("M", "A")]
+    assert ref[("M", "A")][:2] == [(1, None), (2, "two")] and len(ref[("M", "A")]) == 3

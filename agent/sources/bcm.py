@@ -61,6 +61,7 @@ from agent.sources.socketcan_abi import (
     set_receive_buffer,
     set_timeout,
 )
+from agent.sources.socketcan_raw import KernelReceipts
 
 BURST = 512  # messages read in one go once the first one came
 _ANCILLARY = socket.CMSG_SPACE(TIMESPEC.size) + socket.CMSG_SPACE(U32.size)
@@ -101,7 +102,7 @@ def rx_setup(message: BcmMessage, head: BcmHead) -> bytes:
         frame_bytes(message.can_id, mask, message.fd) for mask in frames)
 
 
-class BcmReader:
+class BcmReader(KernelReceipts):
     """One CAN_BCM socket connected to ``interface`` with an ``RX_SETUP`` per message of
     ``plan``; frames of channel ``name``. OSError when it cannot be opened, EINVAL
     when the kernel refuses the first ``RX_SETUP`` (see the module's docstring)."""
@@ -196,23 +197,3 @@ class BcmReader:
         message = self._plan.get(key)
         if message is not None and self.on_message is not None:
             self.on_message(kind, timestamp, message)
-
-    def _ancillary(self, ancillary: list[tuple[int, int, bytes]]) -> float:
-        """The receive time (0.0 if none) of a message with a drop count too (or other
-        control messages); the drops counted."""
-        timestamp = 0.0
-        for _level, kind, value in ancillary:
-            if kind == SO_TIMESTAMPNS_OLD:
-                seconds, nanoseconds = TIMESPEC.unpack_from(value)
-                timestamp = seconds + nanoseconds * 1e-9
-            elif kind == SO_RXQ_OVFL:
-                self._dropped(U32.unpack_from(value)[0])
-        return timestamp
-
-    def _dropped(self, total: int) -> None:
-        if total > self.dropped:
-            self.skipped["rx_overflow"] += total - self.dropped
-        self.dropped = total
-
-    def close(self) -> None:
-        self.sock.close()

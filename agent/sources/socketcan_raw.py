@@ -66,7 +66,38 @@ _ANCILLARY = socket.CMSG_SPACE(TIMESPEC.size) + socket.CMSG_SPACE(U32.size)
 _new = tuple.__new__
 
 
-class RawReader:
+class KernelReceipts:
+    """What a CAN socket reader (this module's, :class:`~agent.sources.bcm.BcmReader`)
+    reads besides the frames: the receive time and the socket's drop count, from the
+    control messages of ``recvmsg_into``. ``sock``, ``skipped`` and ``dropped`` are
+    set by the reader."""
+
+    sock: socket.socket
+    skipped: Counter[str]
+    dropped: int  # the kernel's drop count for this socket, as last seen
+
+    def _ancillary(self, ancillary: list[tuple[int, int, bytes]]) -> float:
+        """The receive time (0.0 if none) of a message with a drop count too (or other
+        control messages); the drops counted."""
+        timestamp = 0.0
+        for _level, kind, value in ancillary:
+            if kind == SO_TIMESTAMPNS_OLD:
+                seconds, nanoseconds = TIMESPEC.unpack_from(value)
+                timestamp = seconds + nanoseconds * 1e-9
+            elif kind == SO_RXQ_OVFL:
+                self._dropped(U32.unpack_from(value)[0])
+        return timestamp
+
+    def _dropped(self, total: int) -> None:
+        if total > self.dropped:
+            self.skipped["rx_overflow"] += total - self.dropped
+        self.dropped = total
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RawReader(KernelReceipts):
     """One CAN_RAW socket bound to ``interface``, read into :class:`Frame` objects of
     channel ``name``; errors and remote frames counted in ``skipped``. OSError when it
     cannot be opened (ENODEV: no such interface; EAFNOSUPPORT: no SocketCAN)."""
@@ -146,23 +177,3 @@ class RawReader:
                 append(_new(Frame, (timestamp, name, can_id & CAN_SFF_MASK, False,
                                     size == CANFD_MTU, view[8:8 + length].tobytes())))
         return out
-
-    def _ancillary(self, ancillary: list[tuple[int, int, bytes]]) -> float:
-        """The receive time (0.0 if none) of a message with a drop count too (or other
-        control messages); the drops counted."""
-        timestamp = 0.0
-        for _level, kind, value in ancillary:
-            if kind == SO_TIMESTAMPNS_OLD:
-                seconds, nanoseconds = TIMESPEC.unpack_from(value)
-                timestamp = seconds + nanoseconds * 1e-9
-            elif kind == SO_RXQ_OVFL:
-                self._dropped(U32.unpack_from(value)[0])
-        return timestamp
-
-    def _dropped(self, total: int) -> None:
-        if total > self.dropped:
-            self.skipped["rx_overflow"] += total - self.dropped
-        self.dropped = total
-
-    def close(self) -> None:
-        self.sock.close()
