@@ -362,12 +362,20 @@ class Pipeline:
         source.on_idle = flush
         source.on_event = event
         try:
-            for frame in source.frames(stop):
-                chunk.append(frame)
-                if len(chunk) >= CHUNK_FRAMES or (timed and clock() - started >= CHUNK_SECONDS):
-                    self._hand_on(index, ch, chunk, live, stop)
-                    chunk = []
-                    started = clock()
+            if source.bursts:  # a burst at a time: the clock read once a burst
+                for burst in source.batches(stop):
+                    chunk.extend(burst)
+                    if len(chunk) >= CHUNK_FRAMES or (timed and clock() - started >= CHUNK_SECONDS):
+                        self._hand_on(index, ch, chunk, live, stop)
+                        chunk = []
+                        started = clock()
+            else:
+                for frame in source.frames(stop):
+                    chunk.append(frame)
+                    if len(chunk) >= CHUNK_FRAMES or (timed and clock() - started >= CHUNK_SECONDS):
+                        self._hand_on(index, ch, chunk, live, stop)
+                        chunk = []
+                        started = clock()
             chunk.extend(source.drain())  # received before the stop: kept, not discarded
             reason = source.unreadable()
             if reason is not None:

@@ -15,6 +15,9 @@ looked up by name:
   its frames come slowly, at the pace of its questions, so the pipeline hands
   them on at least every CHUNK_SECONDS like a live bus's, but a full queue
   makes it wait (it asks later), as a log's reader waits;
+* ``bursts``: a class attribute, False unless the source reads in bursts (a live
+  socket's queue) and overrides ``_batches``: then ``batches(stop)`` hands the
+  pipeline a burst at a time, without the per-frame work of ``frames()``;
 * ``on_event``: None, or a callable the source calls in its reading thread with
   an :class:`~agent.frames.Event` (a trouble code that appeared): the pipeline
   hands it on to the store, ahead of frames;
@@ -65,6 +68,8 @@ class Source(ABC):
     live: ClassVar[bool] = False
     #: frames asked for one by one (see the module's docstring)
     polled: ClassVar[bool] = False
+    #: reads in bursts: ``batches()`` is the cheap way to read it (see the module's docstring)
+    bursts: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -86,6 +91,21 @@ class Source(ABC):
             yield frame
             if stop.is_set():
                 return
+
+    def batches(self, stop: threading.Event | None = None) -> Iterator[list[Frame]]:
+        """Like :meth:`frames`, a non-empty list of frames at a time."""
+        stop = stop if stop is not None else threading.Event()
+        stats = self.stats
+        for batch in self._batches(stop):
+            stats.frames += len(batch)
+            yield batch
+            if stop.is_set():
+                return
+
+    def _batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
+        """Hook: the frames in lists; one frame a list unless overridden (``bursts``)."""
+        for frame in self._frames(stop):
+            yield [frame]
 
     @abstractmethod
     def _frames(self, stop: threading.Event) -> Iterator[Frame]:

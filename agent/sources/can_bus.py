@@ -102,10 +102,12 @@ DRAIN_MAX = 4_096  # frames read from the receive queue at a stop (a full one: 5
 # default, 2,700 in the 1 MiB a raw or BCM reader asks for)
 DRAIN_WAIT = 0.001  # seconds a read of the drain waits: the queue is empty after it
 # seconds a socket reader (raw, bcm) lets frames gather in the kernel's queue after a
-# burst that did not fill half of it: each wake-up of the reading thread costs more CPU
-# than reading a frame, so a busy bus is read in bursts of tens of frames (10 ms: 80
-# frames at 8,000 frames/s; the queue holds hundreds). A latency nobody sees.
-COALESCE = 0.01
+# burst of fewer than COALESCE_BELOW frames: each wake-up of the reading thread costs
+# more CPU than reading a frame, so a busy bus is read in bursts of tens of frames. The
+# queue never holds much more than COALESCE_BELOW frames for it (a faster bus gives
+# bigger bursts, read without a pause), against 550 in Linux's default queue. The
+# pipeline hands frames on every 50 ms (CHUNK_SECONDS) anyway: at most that much later.
+COALESCE = 0.05
 COALESCE_BELOW = 128  # frames: a burst this large goes straight back to reading
 # errnos of an open that no wait cures: the kernel has no CAN support at all
 _NEVER = frozenset({errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT})
@@ -156,6 +158,7 @@ class CanBusSource(Source):
     """
 
     live = True
+    bursts = True
     stats: CanBusStats
 
     def __init__(
@@ -283,13 +286,21 @@ class CanBusSource(Source):
                     stats.gaps, stats.reopens)
 
     def _frames(self, stop: threading.Event) -> Iterator[Frame]:
+        # a frame at a time: what the consumer did not take at a stop stays in
+        # ``_pending``, for drain()
+        pending = self._pending
+        next_frame = pending.popleft
+        for burst in self._batches(stop):
+            pending.extend(burst)
+            while pending:
+                yield next_frame()
+
+    def _batches(self, stop: threading.Event) -> Iterator[list[Frame]]:
         errors = read_errors(self.reader_kind)
         coalesce = 0.0 if self.reader_kind == "python-can" else self.coalesce
         name = self.name
         stats = self.stats
         recent = self.recent
-        pending = self._pending
-        next_frame = pending.popleft
         delays = backoff_delays(self.reconnect_initial, self.reconnect_max)
         while not stop.is_set() and not self._closed:
             reader = self.reader
@@ -328,13 +339,11 @@ class CanBusSource(Source):
                 if self.on_idle is not None:
                     self.on_idle()
                 continue
-            pending.extend(frames)
-            while pending:
-                frame = next_frame()
-                if self._read_through is not None and self._taken(frame):
-                    continue
-                recent.append(frame[0])
-                yield frame
+            if self._read_through is not None:  # taking over: skip what the other one read
+                frames = [f for f in frames if self._read_through is None or not self._taken(f)]
+            if frames:
+                recent.extend([f[0] for f in frames])
+                yield frames
             if coalesce and len(frames) < COALESCE_BELOW and stop.wait(coalesce):
                 break
 

@@ -99,8 +99,9 @@ def read_errors(kind: str) -> tuple[type[BaseException], ...]:
 def open_socket_reader(source: Any, kind: str) -> Any:
     """A raw or BCM reader for ``source`` (a CanBusSource: its name, channel, fd, id
     filters, plan, counters). A BCM whose first RX_SETUP the kernel refuses (EINVAL: a
-    32-bit user space on a 64-bit kernel) gives way to a raw reader with the id filters,
-    said in one warning line; OSError for anything else."""
+    32-bit user space on a 64-bit kernel), or a kernel without CAN_BCM
+    (EPROTONOSUPPORT), gives way to a raw reader with the id filters, said in one
+    warning line; OSError for anything else."""
     from agent.sources.socketcan_raw import RawReader
 
     if kind == "bcm":
@@ -114,10 +115,13 @@ def open_socket_reader(source: Any, kind: str) -> Any:
                              source.stats.skipped, source._message_event,
                              layout=source.bcm_layout)
         except OSError as exc:
-            if exc.errno != errno.EINVAL:
+            if exc.errno == errno.EPROTONOSUPPORT:  # CAN_RAW may still be there
+                why = "this kernel has no CAN_BCM (the can-bcm module)"
+            elif exc.errno != errno.EINVAL:
                 raise
-            why = ("a 32-bit user space on a 64-bit kernel"
-                   if compat_mismatch(bcm_head(source.bcm_layout)) else "EINVAL")
+            else:
+                why = ("a 32-bit user space on a 64-bit kernel"
+                       if compat_mismatch(bcm_head(source.bcm_layout)) else "EINVAL")
         log.warning("channel %s: %s: the kernel refuses CAN_BCM filters (%s): reading "
                     "CAN_RAW with id filters instead (every frame of a selected message)",
                     source.name, source.where, why)
