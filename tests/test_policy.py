@@ -173,3 +173,40 @@ def test_literal_runs() -> None:
     assert literal_runs("[abc]x[!d]yz") == ["x", "yz"]
     assert literal_runs("a[bc") == ["a[bc"]
     assert literal_runs("*") == []
+
+
+def test_filter_decoded_keeps_what_keep_keeps_sample_by_sample() -> None:
+    """The per-tuple plans of filter_decoded decide exactly as keep() does, for every
+    kind of rule (period, deadband, heartbeat, none), NaNs and ints equal to floats, two
+    channels sharing a tuple, and keep() and filter_decoded sharing one signal's state."""
+    import random
+
+    from agent.frames import Decoded, SignalInfo
+
+    rules = [SignalRule(match="M.Slow", min_period=0.5),
+             SignalRule(match="M.Band", on_change=True, deadband=1.0, max_period=3.0),
+             SignalRule(match="M.Exact", on_change=True)]
+    infos = tuple(SignalInfo("M", name, "u", None, None, None, 1)
+                  for name in ("Slow", "Band", "Exact", "Free"))
+    rng = random.Random(7)
+    choices = [0, 0, 1, 1.0, 2.5, float("nan"), -1]
+    records = []
+    ts = 0.0
+    for _ in range(2_000):
+        ts += rng.choice([0.0, 0.25, 0.5, 1.5, 3.0])  # exact in binary: ages hit the bounds
+        values = tuple(rng.choice(choices) for _ in infos)
+        records.append(Decoded(ts, rng.choice(["can0", "can1"]), "M", infos, values,
+                               None, None))
+    planned, plain = RuleSet(rules), RuleSet(rules)
+    got, want = [], []
+    for i, d in enumerate(records):
+        if i % 7 == 0:  # now and then the same signal through keep(): one shared state
+            sample = d.samples()[2]
+            got.append(planned.keep(sample))
+            want.append(plain.keep(sample))
+            continue
+        got.append(planned.filter_decoded(d))
+        want.append([s for s in d.samples() if plain.keep(s)])
+    assert repr(got) == repr(want)  # repr: nan == nan
+    assert planned.stats == plain.stats
+    assert plain.stats.kept and plain.stats.unchanged and plain.stats.rate_limited
