@@ -32,9 +32,15 @@ def write_atomically(path: Path, chunks: Iterable[bytes], *, temp_prefix: str = 
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename (or a new entry) in ``directory`` durable; best effort: some file
+    systems refuse to fsync a directory."""
     with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
-            os.fsync(dir_fd)
+            os.fsync(fd)
         finally:
-            os.close(dir_fd)
+            os.close(fd)

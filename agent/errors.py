@@ -19,11 +19,14 @@
      │    │                          listening, a refused peer, an error answer
      │    ├── ServiceNotRunningError nothing listens on the socket: says what to run
      │    └── ControlRefusedError    the socket's permissions or the service refused us
-     └── UploadError                 a batch that could not be delivered
-          ├── TransientUploadError   try again later (refused or reset connection, timeout,
-          │                          DNS, HTTP 5xx/408/429, no PUBACK); .retry_after
-          └── RefusedUploadError     the receiver refused it for good (other 4xx, too
-                                     large, MQTT PUBACK reason >= 0x80): dead-letter it
+     ├── UploadError                 a batch that could not be delivered
+     │    ├── TransientUploadError   try again later (refused or reset connection, timeout,
+     │    │                          DNS, HTTP 5xx/408/429, no PUBACK); .retry_after
+     │    └── RefusedUploadError     the receiver refused it for good (other 4xx, too
+     │                               large, MQTT PUBACK reason >= 0x80): dead-letter it
+     └── ReceiverError               the reference receiver cannot do what was asked
+          └── LakeError              the Parquet lake (agent.lake): a file or directory
+                                     that cannot be written or read, a bad partition
 
 Foreign exceptions (OSError, can.CanError, cantools' own errors) are wrapped into
 this family at the boundary where they happen, with the place (file:line,
@@ -132,3 +135,9 @@ class ReceiverError(BavardError):
 
     A bad batch is *not* one: the receiver counts it as invalid and answers the sender.
     """
+
+
+class LakeError(ReceiverError):
+    """The Parquet lake (agent.lake): a file or directory that cannot be written or read,
+    a vehicle id that cannot name a partition, a compaction that cannot run. A receiver
+    writing into the lake treats it as a failed write (the sender tries again)."""

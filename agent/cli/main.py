@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "batch": "agent.cli.batch_cmd",
     "buffer": "agent.cli.buffer_cmd",
     "receive": "agent.cli.receive_cmd",
+    "lake": "agent.cli.lake_cmd",
     "obd": "agent.cli.obd_cmd",
     "run": "agent.cli.run_cmd",
     # the technician's console: through the running service's control socket

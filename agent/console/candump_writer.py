@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from agent.atomic_file import fsync_dir
 from agent.errors import BavardError
 
 FDF = 0x4  # CANFD_FDF: the frame is a CAN FD frame
@@ -127,7 +128,7 @@ class CandumpWriter:
             self.discard()
             raise BavardError(f"{self.path}: cannot finish the recording: "
                               f"{exc.strerror or exc}") from None
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         return self.path
 
     def discard(self) -> None:
@@ -140,11 +141,3 @@ class CandumpWriter:
             os.unlink(self.temp)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (best effort: some file systems refuse)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

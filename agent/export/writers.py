@@ -226,7 +226,7 @@ def _float(value: Any) -> float:
     try:
         return float(value)
     except OverflowError:  # an integer beyond float's range
-        return math.copysign(math.inf, value)
+        return math.inf if value > 0 else -math.inf
 
 
 def _is_int64(value: Any) -> bool:
