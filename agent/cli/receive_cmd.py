@@ -6,7 +6,16 @@
     bavard receive --listen 0.0.0.0:8443 --cert F --key F --client-ca F        HTTPS, mTLS
     bavard receive --listen 0.0.0.0:8443 --cert F --key F --allow-anonymous    HTTPS, anyone
     bavard receive --mqtt mqtts://broker:8883 [--topic T] [--ca-file F --cert F --key F]
+    bavard receive --mqtt URL --share GROUP --client-id ID --lake LAKE   one of N receivers
+    bavard receive --mqtt URL --share GROUP --client-id ID --leave --lake LAKE   retire it
+    bavard receive --listen 127.0.0.1:8080 --lake LAKE [--dir DIR]      Parquet (and SQLite)
     bavard receive --summary DIR [--json]
+
+Where batches go: ``--dir DIR`` (SQLite, ``DIR/receiver.sqlite``; ``./received``
+when neither ``--dir`` nor ``--lake`` is given), ``--lake LAKE`` (Parquet files,
+docs/lake.md), or both. Any number of receivers may write one lake (several
+``--listen`` behind a load balancer, several ``--mqtt ... --share GROUP``): each
+batch is there once. One SQLite database is for one receiver process.
 
 ``--listen`` and ``--mqtt`` may be given together (one database, both
 transports); ``--cert``/``--key`` are then the HTTPS server's certificate and
@@ -44,9 +53,13 @@ DEFAULT_DIR = "received"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", metavar="DIR", default=DEFAULT_DIR,
+    parser.add_argument("--dir", metavar="DIR",
                         help="where the database goes (DIR/receiver.sqlite; "
-                             f"default ./{DEFAULT_DIR})")
+                             f"default ./{DEFAULT_DIR} unless --lake is given)")
+    parser.add_argument("--lake", metavar="LAKE",
+                        help="write every accepted batch as Parquet files under LAKE "
+                             "(docs/lake.md; needs pyarrow: pip install 'bavard[lake]'); "
+                             "alone, or with --dir for both")
     http = parser.add_argument_group("HTTP(S)")
     http.add_argument("--listen", metavar="HOST:PORT",
                       help="serve POSTs of batches here (plain HTTP on loopback only)")
@@ -70,8 +83,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="topic filter (default bavard/+/batch)")
     mqtt.add_argument("--ca-file", metavar="FILE", type=Path,
                       help="the broker's CA (mqtts; default: the system's)")
-    mqtt.add_argument("--client-id", default="bavard-receiver",
-                      help="MQTT client id of the persistent session (default bavard-receiver)")
+    mqtt.add_argument("--client-id", default=None,
+                      help="MQTT client id of the persistent session (default "
+                           "bavard-receiver; with --share bavard-receiver-GROUP-HOSTNAME: "
+                           "give each instance on one host its own, stable across restarts)")
+    mqtt.add_argument("--share", metavar="GROUP",
+                      help="subscribe as one of a group of receivers that split the batches "
+                           "(MQTT 5 shared subscription $share/GROUP/TOPIC); give each "
+                           "receiver its own stable --client-id")
+    mqtt.add_argument("--leave", action="store_true",
+                      help="retire the --share member --client-id for good: store what its "
+                           "session still holds, leave the group, end the session, exit")
     report = parser.add_argument_group("report")
     report.add_argument("--summary", metavar="DIR",
                         help="print what DIR's database holds, per vehicle and signal, and exit")
@@ -95,18 +117,71 @@ def run(args: argparse.Namespace) -> int:
                             "--client-ca")
     if args.max_bytes <= 0:
         raise ReceiverError("--max-bytes must be positive")
+    if args.share and not args.mqtt:
+        raise ReceiverError("--share is for --mqtt (a shared MQTT subscription)")
+    if args.leave:
+        if not args.share or args.listen:
+            raise ReceiverError("--leave retires one member of a --share group: give --mqtt, "
+                                "--share and its --client-id, without --listen")
+        return _leave(args)
     return _serve(args)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from agent.receiver.core import Receiver
+def _mqtt_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"topic": args.topic, "ca_file": args.ca_file,
+                               "cert_file": args.cert, "key_file": args.key,
+                               "max_bytes": args.max_bytes}
+    if args.share:
+        options["share"] = args.share
+    if args.client_id:
+        options["client_id"] = args.client_id
+    return options
 
+
+def _leave(args: argparse.Namespace) -> int:
+    from agent.receiver.mqtt_subscriber import MqttReceiver, MqttSettings
+
+    receiver = open_receiver(args)
+    try:
+        member = MqttReceiver(receiver, MqttSettings(args.mqtt, **_mqtt_options(args)))
+        handled = member.leave()
+        print(f"left {member.filter} as {member.client_id}: {handled} batches handled; "
+              f"{_counts(receiver.stats()['total'])}")
+    finally:
+        receiver.close()
+    return 0
+
+
+def open_receiver(args: argparse.Namespace) -> Any:
+    """The Receiver of ``--dir`` and ``--lake`` (``./received`` when neither is given)."""
+    from agent.receiver.core import Receiver
+    from agent.receiver.database import ReceiverDb
+
+    lake = None
+    if args.lake:
+        lake = _open_lake(args.lake)
+    directory = args.dir or (None if lake is not None else DEFAULT_DIR)
+    db = ReceiverDb(directory) if directory is not None else None
+    return Receiver(db, lake=lake)
+
+
+def _open_lake(root: str) -> Any:
+    try:
+        from agent.lake import Lake
+
+        return Lake(root)
+    except ImportError as exc:
+        raise ReceiverError(f"--lake needs pyarrow, which is not installed ({exc}): "
+                            f"pip install 'bavard[lake]'") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    receiver = Receiver.open(args.dir)  # first: when it fails, the handlers are untouched
+    receiver = open_receiver(args)  # first: when it fails, the handlers are untouched
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     running: list[Any] = []
     try:
@@ -123,16 +198,13 @@ def _serve(args: argparse.Namespace) -> int:
         if args.mqtt:
             from agent.receiver.mqtt_subscriber import subscribe
 
-            subscriber = subscribe(receiver, args.mqtt, topic=args.topic,
-                                   client_id=args.client_id, ca_file=args.ca_file,
-                                   cert_file=args.cert, key_file=args.key,
-                                   max_bytes=args.max_bytes)
+            subscriber = subscribe(receiver, args.mqtt, **_mqtt_options(args))
             running.append(subscriber)
             while not stop.is_set() and not subscriber.wait_subscribed(0.5):
                 pass  # it keeps trying; the log says why it cannot connect
             if subscriber.wait_subscribed(0):
-                print(f"receiving from {subscriber.where}: subscribed to {args.topic}",
-                      flush=True)
+                print(f"receiving from {subscriber.where}: subscribed to "
+                      f"{subscriber.filter}", flush=True)
         while not stop.wait(0.5):
             pass
     finally:

@@ -5,6 +5,8 @@ Python API::
     from agent.receiver.core import Receiver
 
     receiver = Receiver.open("received")        # or Receiver(ReceiverDb(...), max_decodes=2)
+    receiver = Receiver(None, lake=Lake("lake"))  # the Parquet lake only (agent.lake)
+    receiver = Receiver(ReceiverDb("received"), lake=Lake("lake"))   # both
     outcome = receiver.accept(payload, claimed_id="…", transport="https")
     outcome.status      # "stored" | "duplicate" | "invalid"
     outcome.reason      # why it was invalid ("" otherwise)
@@ -33,6 +35,15 @@ The checks, in order, all before anything is written:
    ``batch-id``) equals it. ``claimed_id=None`` means the transport carries none
    (MQTT 3.1.1): the envelope is then the only id, which is enough to dedupe.
 
+Where it is stored: the SQLite database (:class:`~agent.receiver.database.ReceiverDb`),
+the Parquet lake (:class:`agent.lake.Lake`), or both. Each dedupes on its own by the
+batch id; the outcome is "stored" when either wrote it now, "duplicate" when both
+had it. The lake first: a batch in the database but not in the lake (a lake write
+that failed) is written there on the retry. With a database, the counters are its
+own (they survive a restart); without, they are this process's
+(:class:`~agent.receiver.counters.MemoryCounters`). A vehicle id that cannot name a
+lake partition makes the batch invalid.
+
 A duplicate is decoded in full too: a corrupted retry is refused, not mistaken
 for the good copy already stored. A failure to *write* is not an outcome but a
 :class:`~agent.errors.ReceiverError`, so that the transport asks the sender to
@@ -47,11 +58,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agent.batch import BatchFormatError, batch_id, decode, read_envelope
-from agent.errors import ReceiverError
+from agent.errors import LakeError, ReceiverError
+from agent.receiver.counters import MemoryCounters
 from agent.receiver.database import ReceiverDb
+
+if TYPE_CHECKING:
+    from agent.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +100,19 @@ DEFAULT_BUSY_WAIT = 30.0  # seconds a batch waits for its turn before "busy"
 
 
 class Receiver:
-    """Checks and stores uploads in a :class:`ReceiverDb` (see the module docstring)."""
+    """Checks and stores uploads in a :class:`ReceiverDb` and/or a lake (see the module
+    docstring)."""
 
-    def __init__(self, db: ReceiverDb, clock: Callable[[], float] = time.time, *,
-                 max_decodes: int = DEFAULT_MAX_DECODES,
+    def __init__(self, db: ReceiverDb | None, clock: Callable[[], float] = time.time, *,
+                 lake: Lake | None = None, max_decodes: int = DEFAULT_MAX_DECODES,
                  busy_wait: float = DEFAULT_BUSY_WAIT) -> None:
         if max_decodes < 1:
             raise ValueError(f"max_decodes must be >= 1, not {max_decodes}")
-        self.db = db
+        if db is None and lake is None:
+            raise ValueError("a receiver needs a database, a lake or both")
+        self._db = db
+        self.lake = lake
+        self._memory = MemoryCounters() if db is None else None
         self.clock = clock
         self.max_decodes = max_decodes
         self.busy_wait = busy_wait
@@ -135,7 +155,17 @@ class Receiver:
             return self._invalid(envelope.batch_id, envelope.vehicle_id,
                                  f"claimed batch id {claimed_id!r} is not the batch's id "
                                  f"{envelope.batch_id}", transport)
-        stored = self.db.store(batch, envelope, transport, received_at)
+        if self.lake is not None:
+            try:
+                self.lake.check_vehicle(envelope.vehicle_id)
+            except LakeError as exc:
+                return self._invalid(envelope.batch_id, envelope.vehicle_id, str(exc),
+                                     transport)
+        stored = self.lake.write(batch, envelope) if self.lake is not None else False
+        if self._db is not None:
+            stored = self._db.store(batch, envelope, transport, received_at) or stored
+        else:
+            self._count(envelope.vehicle_id, "received", "stored" if stored else "duplicates")
         status: Status = "stored" if stored else "duplicate"
         log.info("%s batch %s of vehicle %s (seq %d..%d, %d samples, %d bytes) via %s",
                  status, envelope.batch_id, envelope.vehicle_id, envelope.seq_first,
@@ -149,15 +179,33 @@ class Receiver:
 
     def stats(self) -> dict[str, Any]:
         """The counters: ``{"total": {...}, "vehicles": {...}}``."""
-        return self.db.counters()
+        if self._db is not None:
+            return self._db.counters()
+        assert self._memory is not None
+        return self._memory.counters()
+
+    @property
+    def db(self) -> ReceiverDb:
+        """The database (ReceiverError for a lake-only receiver)."""
+        if self._db is None:
+            raise ReceiverError("this receiver writes a lake only: it has no database")
+        return self._db
 
     def close(self) -> None:
-        self.db.close()
+        if self._db is not None:
+            self._db.close()
+
+    def _count(self, vehicle: str, *names: str) -> None:
+        if self._memory is not None:
+            self._memory.count(vehicle, *names)
 
     def _invalid(self, bid: str | None, vehicle: str | None, reason: str,
                  transport: str) -> Outcome:
         log.warning("refused a batch via %s: %s", transport, reason)
-        self.db.count_invalid(vehicle)
+        if self._db is not None:
+            self._db.count_invalid(vehicle)
+        else:
+            self._count(vehicle or "", "received", "invalid")
         return Outcome("invalid", bid, vehicle, reason)
 
 

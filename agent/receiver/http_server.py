@@ -309,6 +309,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(503, {"status": "error", "reason": "storage unavailable"},
                         extra={"Retry-After": str(RETRY_AFTER)})
             return
+        except Exception:  # a bug: answer (the sender retries a 5xx), do not drop the line
+            log.exception("could not store a batch")
+            self._reply(500, {"status": "error", "reason": "internal error"})
+            return
         code = {"stored": 201, "duplicate": 200}.get(outcome.status, 400)
         self._reply(code, outcome.to_dict())
 

@@ -7,6 +7,10 @@ Python API::
 
     receiver = Receiver.open("received")
     sub = subscribe(receiver, "mqtt://127.0.0.1:1883")   # mqtts://... with ca_file etc.
+    # or one of N instances: subscribe(..., share="lake", client_id="bavard-receiver-2")
+    sub.filter                                           # what it subscribes to
+    # retiring that instance for good (instead of start):
+    MqttReceiver(receiver, MqttSettings(url, share="lake", client_id=...)).leave()
     sub.wait_subscribed(10)                              # True once the broker granted QoS 1
     sub.close()                                          # disconnect; unacked stay queued
     receiver.close()
@@ -19,7 +23,8 @@ which must then equal the envelope's; with MQTT 3.1.1 the envelope is the only i
 Decisions:
 
 - *Persistent session*: a fixed client id (``bavard-receiver`` unless told
-  otherwise: two receivers sharing one id would throw each other off), MQTT 5
+  otherwise, ``bavard-receiver-GROUP-HOSTNAME`` with ``share``: two receivers
+  sharing one id would throw each other off), MQTT 5
   ``clean_start=False`` on every connection (paho's default cleans the first
   one) and a session expiry interval (default 7 days), so the broker queues the
   batches published while the receiver is away and delivers them when it is back.
@@ -48,6 +53,11 @@ Decisions:
   rarely.
 - Plain ``mqtt://`` to a host that is not loopback works but is logged as a
   warning: the batches would cross the network in the clear.
+
+Scaling out (``share``): N instances split the batches through an MQTT 5 shared
+subscription; :mod:`agent.receiver.mqtt_share` says what Mosquitto does when one
+dies and what the operator must do (a distinct, stable client id per instance, a
+supervisor that restarts it with that id; :meth:`MqttReceiver.leave` to retire one).
 """
 
 from __future__ import annotations
@@ -73,16 +83,22 @@ from agent.batch.wire import BATCH_ID_PROPERTY
 from agent.errors import ReceiverError
 from agent.receiver.core import Receiver
 from agent.receiver.listen import is_loopback
+from agent.receiver.mqtt_share import (  # noqa: F401  (DEFAULT_CLIENT_ID: for importers)
+    DEFAULT_CLIENT_ID,
+    default_client_id,
+    subscription_filter,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "bavard/+/batch"
-DEFAULT_CLIENT_ID = "bavard-receiver"
 DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600  # seconds the broker keeps the session while away
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # as the HTTP receiver's
 KEEPALIVE = 30
 MIN_RECONNECT_DELAY, MAX_RECONNECT_DELAY = 1, 10  # seconds (paho wants ints)
 REPEAT_LOG = 60.0  # seconds: the same connection failure is logged again at most this often
+LEAVE_QUIET = 2.0  # seconds without a message after which a leaving session is empty
+LEAVE_TIMEOUT = 120.0  # seconds leave() may take at most
 
 
 @dataclass(frozen=True)
@@ -91,7 +107,8 @@ class MqttSettings:
 
     url: str  # mqtt://host[:1883] or mqtts://host[:8883]; user:password@ allowed
     topic: str = DEFAULT_TOPIC
-    client_id: str = DEFAULT_CLIENT_ID
+    client_id: str | None = None  # None: default_client_id(share)
+    share: str | None = None  # a shared subscription's group: $share/{share}/{topic}
     ca_file: Path | None = None  # mqtts: the broker's CA; None = the system's
     cert_file: Path | None = None  # client certificate (mTLS)
     key_file: Path | None = None
@@ -135,6 +152,9 @@ class MqttReceiver:
         host = f"[{self.host}]" if ":" in self.host else self.host
         #: the broker's URL for messages: no user name or password
         self.where = f"{parts.scheme}://{host}:{self.port}"
+        #: what is subscribed to: the topic, or $share/GROUP/topic
+        self.filter = subscription_filter(settings.topic, settings.share)
+        self.client_id = settings.client_id or default_client_id(settings.share)
         self._subscribed = threading.Event()
         self._closing = False
         # held while a message is handled: close() waits for its PUBACK to be queued
@@ -142,7 +162,11 @@ class MqttReceiver:
         self._trouble: str | None = None  # why the last attempt failed, until one succeeds
         self._trouble_logged = 0.0
         self._failures = 0
-        client = _Client(self._connect_failed, client_id=settings.client_id,
+        self._leaving = False  # leave(): unsubscribe instead of subscribing
+        self._left = threading.Event()  # leave(): unsubscribed on the current connection
+        self._last_message = 0.0  # time.monotonic() of the last message handled
+        self._handled = 0
+        client = _Client(self._connect_failed, client_id=self.client_id,
                          protocol=mqtt.MQTTv5, manual_ack=True)
         if parts.username is not None:
             client.username_pw_set(unquote(parts.username),
@@ -159,6 +183,7 @@ class MqttReceiver:
         client.reconnect_delay_set(MIN_RECONNECT_DELAY, MAX_RECONNECT_DELAY)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self.client = client
@@ -170,9 +195,43 @@ class MqttReceiver:
         self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE, clean_start=False,
                                   properties=props)
         self.client.loop_start()
-        log.info("subscribing to %s on %s as %s", self.settings.topic, self.where,
-                 self.settings.client_id)
+        log.info("%s %s on %s as %s", "leaving" if self._leaving else "subscribing to",
+                 self.filter, self.where, self.client_id)
         return self
+
+    def leave(self, quiet: float = LEAVE_QUIET, timeout: float = LEAVE_TIMEOUT) -> int:
+        """Retire this instance for good, instead of :meth:`start`: resume its session,
+        unsubscribe (the broker stops giving it a share, see :mod:`.mqtt_share`), store
+        the batches the session still holds until none has come for ``quiet`` s, then
+        end the session. Returns how many batches were handled. ReceiverError, the
+        session kept, when that did not happen within ``timeout`` s."""
+        self._leaving = True
+        self.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            with self._handling:
+                if self._left.is_set() and now - self._last_message >= quiet:
+                    self._closing = True  # nothing is coming: end the session
+                    break
+            if now >= deadline:
+                self.close()
+                raise ReceiverError(f"--mqtt {self.where}: could not leave {self.filter} as "
+                                    f"{self.client_id} within {timeout:g} s (see the log); "
+                                    f"the session is kept")
+            time.sleep(0.05)
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0
+        ended = self.client.disconnect(properties=props) == MQTTErrorCode.MQTT_ERR_SUCCESS
+        self.client.loop_stop()
+        if ended:
+            log.info("left %s: %d batches handled, session %s ended", self.filter,
+                     self._handled, self.client_id)
+        else:  # it left the group and held nothing: it only lingers until it expires
+            log.warning("left %s: %d batches handled, but the connection was lost before "
+                        "the session %s could be ended", self.filter, self._handled,
+                        self.client_id)
+        return self._handled
 
     def wait_subscribed(self, timeout: float) -> bool:
         """True once connected and the subscription granted (within ``timeout`` s)."""
@@ -208,7 +267,10 @@ class MqttReceiver:
             log.info("connected to %s (session %s)", self.where,
                      "resumed" if flags.session_present else "new")
         self._trouble, self._failures = None, 0
-        client.subscribe(self.settings.topic, qos=1)
+        if self._leaving:
+            client.unsubscribe(self.filter)
+        else:
+            client.subscribe(self.filter, qos=1)
 
     def _connect_failed(self, exc: OSError) -> None:
         self._report(_why(exc, self.host), logging.WARNING)
@@ -231,16 +293,26 @@ class MqttReceiver:
                       properties: Any) -> None:
         failed = [r for r in reasons if r.is_failure]
         if failed:
-            log.error("broker refused the subscription to %s: %s", self.settings.topic,
+            log.error("broker refused the subscription to %s: %s", self.filter,
                       ", ".join(str(r) for r in failed))
             return
         self._subscribed.set()
 
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                        properties: Any) -> None:
+        # "no subscription existed" too: the session was not in the group (any more)
+        with self._handling:
+            self._last_message = time.monotonic()  # the quiet time counts from here
+        self._left.set()
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
         self._subscribed.clear()
+        self._left.clear()
         if not self._closing:
-            log.warning("lost the connection to %s (%s); reconnecting", self.where, reason)
+            log.warning("lost the connection to %s (%s); reconnecting (if this repeats "
+                        "every few seconds, another receiver may be connecting as %s: each "
+                        "needs its own --client-id)", self.where, reason, self.client_id)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._handling:
@@ -264,12 +336,14 @@ class MqttReceiver:
                 log.warning("message on %s refused (acknowledged, not stored): %s", msg.topic,
                             outcome.reason)
             client.ack(msg.mid, msg.qos)
+            self._last_message = time.monotonic()
+            self._handled += 1
 
 
 def subscribe(receiver: Receiver, url: str, **settings: Any) -> MqttReceiver:
     """Start a subscriber storing into ``receiver``; keyword arguments are
-    :class:`MqttSettings` fields (topic, client_id, ca_file, cert_file, key_file,
-    session_expiry, max_bytes). ReceiverError for a bad URL or TLS files."""
+    :class:`MqttSettings` fields (topic, client_id, share, ca_file, cert_file, key_file,
+    session_expiry, max_bytes). ReceiverError for a bad URL, TLS files or share group."""
     return MqttReceiver(receiver, MqttSettings(url, **settings)).start()
 
 
