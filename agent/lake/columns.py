@@ -20,6 +20,8 @@ The columns (docs/lake.md has the same, with example queries)::
 - ``flags`` is the sample's flag bits (1 out of range, 2 truncated), ``label`` the DBC
   value label. An event's kind is the ``event`` column (``kind`` is the partition).
 - Names are plain strings in Arrow; the Parquet writer dictionary-encodes them.
+- Rows are sorted: samples by channel, message, signal, then time; events and frames
+  by time (:data:`SORT_KEYS`).
 """
 
 from __future__ import annotations
@@ -57,9 +59,20 @@ SCHEMAS = {
         ("id", pa.int64()), ("is_extended", pa.bool_()), ("is_fd", pa.bool_()),
         ("data", pa.binary())]),
 }
-# the columns the Parquet writer dictionary-encodes (names repeat; values mostly do not)
-DICTIONARY_COLUMNS = ["batch_id", "channel", "message", "signal", "unit", "label", "event",
-                      "detail"]
+# how the Parquet writer encodes columns: names (and on-change values, flags) from a
+# dictionary; times and raw integers as deltas (sorted per signal, they barely move)
+DICTIONARY_COLUMNS = ["batch_id", "channel", "message", "signal", "unit", "label", "value",
+                      "flags", "event", "detail"]
+DELTA_COLUMNS = ["timestamp", "raw"]
+# the order of rows in a file: samples per signal, then in time (a query for a few
+# signals reads only their pages, and each signal's values and times compress as a run);
+# events and frames in time. Stable: equal keys keep the batch's order.
+SORT_KEYS = {
+    "samples": [("channel", "ascending"), ("message", "ascending"), ("signal", "ascending"),
+                ("timestamp", "ascending")],
+    "events": [("timestamp", "ascending")],
+    "frames": [("timestamp", "ascending")],
+}
 
 
 def batch_tables(batch: Batch, batch_id: str) -> dict[tuple[str, str], pa.Table]:
@@ -72,7 +85,7 @@ def batch_tables(batch: Batch, batch_id: str) -> dict[tuple[str, str], pa.Table]
     default_day = _first_day(tables.values())
     out: dict[tuple[str, str], pa.Table] = {}
     for kind, table in tables.items():
-        for day, part in split_by_day(table, default_day):
+        for day, part in split_by_day(table.sort_by(SORT_KEYS[kind]), default_day):
             out[(kind, day_name(day))] = part
     return out
 

@@ -2,8 +2,9 @@
 
 Query engines pay per file (a footer read, a task); a receiver writes one small file
 per batch. ``compact(root, date)`` turns each partition ``kind=K/vehicle=V/date=D``
-into ``part-<digest>[-<k>].parquet`` files: rows sorted by timestamp (so the row
-groups' statistics let an engine skip by time), at most ``max_rows`` rows per file in
+into ``part-<digest>[-<k>].parquet`` files: rows in the kind's order (samples per
+signal, then in time, so that the row groups' statistics let an engine skip to the
+signals it wants; events and frames in time), at most ``max_rows`` rows per file in
 row groups of ``row_group_rows``, the batch ids each file holds in its metadata, so a
 late duplicate of a merged batch is still recognised by the writer. ``<digest>`` is
 a hash of the batch ids the partition's files hold together.
@@ -47,7 +48,7 @@ import pyarrow.parquet as pq
 
 from agent.atomic_file import fsync_dir
 from agent.errors import LakeError
-from agent.lake.columns import day_number
+from agent.lake.columns import SORT_KEYS, day_number
 from agent.lake.files import (
     BATCH_FILE,
     KEY_BATCHES,
@@ -187,7 +188,7 @@ def _compact_partition(directory: Path, result: PartitionResult, max_rows: int,
     old = [p.path for parts in groups.values() for p in parts]
     inputs = old + fresh
     result.bytes_before = sum(p.stat().st_size for p in inputs)
-    table, batches, signals = _read_all(inputs)
+    table, batches, signals = _read_all(result.kind, inputs)
     ids = sorted({b["id"] for b in batches})
     digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
     n = max(1, -(-table.num_rows // max_rows))
@@ -228,9 +229,10 @@ def _groups(directory: Path) -> dict[str, list[_Part]]:
     return groups
 
 
-def _read_all(paths: list[Path]) -> tuple[pa.Table, list[dict[str, Any]], list[Any]]:
-    """The rows of ``paths`` sorted by timestamp (stable: a batch's rows keep their order),
-    their batches, and their signals (a later batch's metadata wins)."""
+def _read_all(kind: str, paths: list[Path]
+              ) -> tuple[pa.Table, list[dict[str, Any]], list[Any]]:
+    """The rows of ``paths`` in the kind's order (stable: a batch's rows keep theirs), their
+    batches, and their signals (a later batch's metadata wins)."""
     tables, batches, described = [], [], []
     for path in paths:
         try:
@@ -248,7 +250,7 @@ def _read_all(paths: list[Path]) -> tuple[pa.Table, list[dict[str, Any]], list[A
         table = pa.concat_tables(tables)
     except pa.ArrowInvalid as exc:
         raise LakeError(f"{paths[0].parent}: files of different columns: {exc}") from None
-    table = table.sort_by([("timestamp", "ascending"), ("batch_id", "ascending")])
+    table = table.sort_by([*SORT_KEYS[kind], ("batch_id", "ascending")])
     signals: dict[tuple[str, str, str], Any] = {}
     for _first, _name, entries in sorted(described, key=lambda d: (d[0], d[1])):
         for channel, message, signal, info in entries:

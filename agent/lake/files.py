@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from agent.atomic_file import fsync_dir, write_atomically
 from agent.errors import LakeError
-from agent.lake.columns import DICTIONARY_COLUMNS, KINDS
+from agent.lake.columns import DELTA_COLUMNS, DICTIONARY_COLUMNS, KINDS
 from agent.private_files import make_private_dir
 
 LAYOUT_VERSION = "1"
@@ -62,12 +62,15 @@ def partition_dir(root: Path, kind: str, vehicle: str, date: str) -> Path:
 
 
 def parquet_bytes(table: pa.Table, metadata: dict[bytes, bytes], row_group_rows: int) -> bytes:
-    """``table`` as one Parquet file: zstd, names dictionary-encoded, ``metadata`` in its
-    footer. Deterministic: the same table and metadata give the same bytes."""
+    """``table`` as one Parquet file: zstd, names dictionary-encoded, times and raw
+    integers delta-encoded, ``metadata`` in its footer. Deterministic: the same table
+    and metadata give the same bytes."""
     table = table.replace_schema_metadata(metadata)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
                    use_dictionary=[c for c in DICTIONARY_COLUMNS if c in table.column_names],
+                   column_encoding={c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS
+                                    if c in table.column_names},
                    row_group_size=row_group_rows, write_statistics=True)
     return bytes(sink.getvalue().to_pybytes())
 

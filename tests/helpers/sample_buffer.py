@@ -85,3 +85,21 @@ def make_sample_buffer(base: Path) -> SampleBuffer:
     assert stats.classes["frames"].items == len(frames) == 84_240
     assert stats.classes["events"].items == len(EVENTS)
     return SampleBuffer(config, state, samples, frames, list(EVENTS))
+
+
+def encoded_batches(buffer: SampleBuffer, vehicle: str, max_items: int = 4000) -> list[bytes]:
+    """Everything ``buffer`` holds, taken out as the uploader takes it (``next_batch``,
+    the demo DBC's signal metadata) and encoded; the batches are acknowledged."""
+    import cantools
+
+    from agent.batch import Batch, encode, signal_metadata
+
+    signals = signal_metadata("can0", [cantools.database.load_file(DBC)])
+    payloads = []
+    with Store(StoreConfig(state_dir=buffer.state)) as store:
+        while (stored := store.next_batch(max_items)) is not None:
+            payloads.append(encode(Batch(vehicle, stored.seq_first, stored.seq_last, "fp",
+                                         stored.samples, stored.events,
+                                         stored.frames).with_metadata(signals)))
+            store.ack(stored.seq_first, stored.seq_last)
+    return payloads
