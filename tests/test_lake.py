@@ -404,3 +404,18 @@ def test_the_queries_of_docs_lake_md_run_on_the_sample_drive(drive: Drive) -> No
         if i == 1:
             a = [(*r[:7], pytest.approx(r[7], abs=1e-3), *r[8:]) for r in a]
         assert a == b, [(x, y) for x, y in zip(a, b, strict=True) if x != y][:3]
+
+
+NO_PYARROW = "import sys; sys.modules['pyarrow'] = None; from agent.cli.main import main; " \
+             "sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("args", [["receive", "--listen", "127.0.0.1:0", "--lake", "L"],
+                                  ["lake", "check", "L"]])
+def test_without_pyarrow_the_lake_commands_say_what_to_install(args: list[str],
+                                                               tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", NO_PYARROW, *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "needs pyarrow" in done.stderr and "pip install 'bavard[lake]'" in done.stderr
+    assert "Traceback" not in done.stderr
