@@ -419,3 +419,34 @@ def test_without_pyarrow_the_lake_commands_say_what_to_install(args: list[str],
     assert done.returncode == 1, done.stderr
     assert "needs pyarrow" in done.stderr and "pip install 'bavard[lake]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_damaged_file_is_named_and_stops_nothing_else(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    lake = tmp_path / "lake"
+    receiver = Receiver(None, lake=Lake(lake))
+    for i in range(3):
+        receiver.accept(encode(make_batch(i)), None, "test")
+    assert main(["lake", "compact", str(lake), "--date", DAY]) == 0
+    damaged = files(lake, "events")[0]
+    damaged.write_bytes(damaged.read_bytes()[:100])  # a disk fault, a careless copy
+    assert main(["lake", "check", str(lake)]) == 1
+    assert f"unreadable: {damaged}: not a readable Parquet file" in capsys.readouterr().out
+    # receiving goes on, into that partition too
+    assert receiver.accept(encode(make_batch(3)), None, "test").status == "stored"
+    assert "taken as holding no batch" in caplog.text
+    assert main(["lake", "compact", str(lake), "--date", DAY]) == 1
+    out = capsys.readouterr().out
+    assert "kind=events" in out and "left as it was" in out and str(damaged) in out
+    assert "kind=samples" in out and "1 batch files merged" in out  # the others compacted
+    assert damaged.exists()
+
+
+def test_a_directory_that_is_not_a_lake_is_left_alone(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    for action in (["compact", str(tmp_path), "--date", DAY], ["check", str(tmp_path)]):
+        assert main(["lake", *action]) == 1
+        assert "not a lake (no kind=samples|events|frames directory" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no lock file left in it

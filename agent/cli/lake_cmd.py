@@ -9,7 +9,8 @@
 large ones (agent.lake.compact: safe while receivers write, idempotent, a re-run
 repairs an interrupted one). ``check`` counts files, rows and batches from the
 files' metadata and exits 1 when a batch is there more than once (a compaction
-interrupted between its rename and its deletions leaves that until it is run again).
+interrupted between its rename and its deletions leaves that until it is run again)
+or a file is unreadable.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="the UTC day to compact")
     comp.add_argument("--json", action="store_true", help="the report as one JSON object")
     check = sub.add_parser("check", help="files, rows and batches per kind; exit 1 when a "
-                                         "batch is there twice")
+                                         "batch is there twice or a file is unreadable")
     check.add_argument("lake", metavar="LAKE", help="the lake directory")
     check.add_argument("--json", action="store_true", help="one JSON object")
 
@@ -55,7 +56,7 @@ def _compact(args: argparse.Namespace) -> int:
     report = compact(args.lake, args.date)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
-        return 0
+        return 1 if report.failed else 0
     changed = report.changed
     print(f"lake {report.root}, {report.date}: {len(report.partitions)} partitions, "
           f"{len(changed)} changed")
@@ -66,9 +67,11 @@ def _compact(args: argparse.Namespace) -> int:
         print(f"  kind={p.kind} vehicle={p.vehicle}: {what}; {p.removed} files removed")
     if report.stale_temporaries:
         print(f"  {report.stale_temporaries} temporaries of killed writers removed")
-    if not changed and not report.stale_temporaries:
+    for p in report.failed:
+        print(f"  kind={p.kind} vehicle={p.vehicle}: left as it was: {p.error}")
+    if not changed and not report.stale_temporaries and not report.failed:
         print("  nothing to do")
-    return 0
+    return 1 if report.failed else 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -84,4 +87,6 @@ def _check(args: argparse.Namespace) -> int:
                   f"{k['batches']} batches, {k['vehicles']} vehicles, {k['days']} days")
         for kind, bid, n in summary["duplicated"]:
             print(f"  duplicated: {kind} of batch {bid}: {n} copies")
-    return 1 if summary["duplicated"] else 0
+        for why in summary["unreadable"]:
+            print(f"  unreadable: {why}")
+    return 1 if summary["duplicated"] or summary["unreadable"] else 0

@@ -21,6 +21,8 @@ Safe to run while receivers write, and at any moment killed:
 - idempotent: a partition without per-batch files and with one complete set is left
   as it is, so a second run changes nothing;
 - hidden temporaries an hour old are removed (a writer killed mid-write);
+- a partition with an unreadable file is left as it is and reported; the others are
+  compacted;
 - one compaction at a time per lake (``DIR/.compact.lock``, flock): a second one
   fails at once with a LakeError.
 
@@ -66,6 +68,7 @@ from agent.lake.files import (
     json_bytes,
     parquet_bytes,
     partitions,
+    require_lake,
     write_file,
 )
 
@@ -85,6 +88,7 @@ class PartitionResult:
     removed: int = 0  # files deleted: merged inputs, replaced or broken compacted files
     bytes_before: int = 0
     bytes_after: int = 0
+    error: str = ""  # why this partition was left as it was (an unreadable file)
 
 
 @dataclass
@@ -97,6 +101,10 @@ class CompactReport:
     @property
     def changed(self) -> list[PartitionResult]:
         return [p for p in self.partitions if p.written or p.removed]
+
+    @property
+    def failed(self) -> list[PartitionResult]:
+        return [p for p in self.partitions if p.error]
 
     def to_dict(self) -> dict[str, Any]:
         return {"root": self.root, "date": self.date,
@@ -122,8 +130,7 @@ def compact(root: str | Path, date: str, *, max_rows: int = MAX_FILE_ROWS,
         day_number(date)
     except ValueError:
         raise LakeError(f"--date {date!r}: expected a day as YYYY-MM-DD") from None
-    if not root.is_dir():
-        raise LakeError(f"{root}: no such lake directory")
+    require_lake(root)
     if max_rows < 1 or row_group_rows < 1:
         raise ValueError("max_rows and row_group_rows must be positive")
     report = CompactReport(str(root), date)
@@ -131,7 +138,10 @@ def compact(root: str | Path, date: str, *, max_rows: int = MAX_FILE_ROWS,
         for kind, vehicle, day, directory in partitions(root, date):
             report.stale_temporaries += _remove_stale(directory, clock())
             result = PartitionResult(kind, vehicle, day)
-            _compact_partition(directory, result, max_rows, row_group_rows)
+            try:
+                _compact_partition(directory, result, max_rows, row_group_rows)
+            except LakeError as exc:  # this partition stays as it was; the others go on
+                result.error = str(exc)
             report.partitions.append(result)
     return report
 

@@ -127,6 +127,15 @@ def json_bytes(x: Any) -> bytes:
     return json.dumps(x, separators=(",", ":"), sort_keys=True).encode()
 
 
+def require_lake(root: Path) -> None:
+    """LakeError unless ``root`` is a directory with a ``kind=...`` directory in it (so a
+    mistyped path is not taken for an empty lake, nor written into)."""
+    if not root.is_dir():
+        raise LakeError(f"{root}: no such lake directory")
+    if not any((root / f"kind={kind}").is_dir() for kind in KINDS):
+        raise LakeError(f"{root}: not a lake (no kind={'|'.join(KINDS)} directory in it)")
+
+
 def partitions(root: Path, date: str | None = None) -> list[tuple[str, str, str, Path]]:
     """Every (kind, vehicle, date, directory) of the lake, sorted; ``date`` only that day."""
     out = []

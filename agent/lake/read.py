@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from agent.errors import LakeError
 from agent.lake.files import PART_FILE, file_metadata, ids_of, partitions
 
 
@@ -25,14 +26,22 @@ def batch_ids(root: str | Path, kind: str | None = None) -> Counter[str]:
     return copies
 
 
-def partition_ids(directory: Path) -> Counter[str]:
+def partition_ids(directory: Path, unreadable: list[str] | None = None) -> Counter[str]:
     """How many copies of each batch one partition holds: a per-batch file is one, and so
-    is a set of compacted files (``part-<digest>-<k>``: a batch's rows may span two)."""
+    is a set of compacted files (``part-<digest>-<k>``: a batch's rows may span two).
+    With ``unreadable``, a file whose metadata cannot be read is named there and skipped
+    (without: LakeError)."""
     units: dict[str, set[str]] = {}
     for path in sorted(directory.glob("*.parquet")):
         part = PART_FILE.match(path.name)
-        units.setdefault(part.group(1) if part else path.name, set()).update(
-            ids_of(file_metadata(path), path))
+        try:
+            ids = ids_of(file_metadata(path), path)
+        except LakeError as exc:
+            if unreadable is None:
+                raise
+            unreadable.append(str(exc))
+            continue
+        units.setdefault(part.group(1) if part else path.name, set()).update(ids)
     return Counter(bid for ids in units.values() for bid in ids)
 
 

@@ -18,6 +18,9 @@ sharing one file system) writing the same lake:
   files it merged, so a file that is gone was merged, and the second look sees it;
 - two receivers writing the same new batch at the same moment both rename an
   identical file onto the same name: one copy;
+- a compacted file whose footer cannot be read (damaged by hand, a disk fault) is
+  logged once and taken as holding no batch, so receiving goes on; its rows are
+  unreadable anyway, and ``bavard lake check`` names it;
 - a file appears whole or not at all (:func:`agent.lake.files.write_file`), so the
   sender's acknowledgement, sent after :meth:`Lake.write` returns, means the batch's
   files are on disk; a receiver killed before that leaves at most hidden temporaries
@@ -30,6 +33,7 @@ query) and :meth:`Lake.write` says True: it cannot tell a repeat of it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -53,6 +57,8 @@ from agent.lake.files import (
     write_file,
 )
 from agent.private_files import make_private_dir
+
+log = logging.getLogger(__name__)
 
 # a per-batch file is small: one row group
 BATCH_ROW_GROUP = 1 << 20
@@ -119,7 +125,11 @@ class Lake:
             known = self._parts.get(path)
         if known is not None and known[0] == key:
             return known[1]
-        ids = frozenset(ids_of(file_metadata(path), path))
+        try:
+            ids = frozenset(ids_of(file_metadata(path), path))
+        except LakeError as exc:  # its rows are unreadable too: receiving goes on
+            log.warning("%s; taken as holding no batch (bavard lake check lists it)", exc)
+            ids = frozenset()
         with self._lock:
             self._parts[path] = (key, ids)
         return ids
