@@ -155,13 +155,13 @@ def run_receivers(job: Job, count: int, scratch: Path) -> tuple[Run, int]:
         got, copies = lake_check.read_files(files), batch_ids(lake, kind="samples")
         timed = {u.batch_id for u in job.uploads}
         size = lake_check.bytes_of(p for p in files if p.name.split(".")[0] in timed)
-        if "compacted" not in job.compacted:
-            job.compacted["compacted"] = compacted_bytes(job, name, lake, warm)
     else:
         dbs = sorted((scratch / "db").iterdir())
         got, copies = lake_check.read_databases(dbs)
         size = lake_check.bytes_of(p for d in dbs for p in d.glob("receiver.sqlite*"))
     check(job, name, "receivers", got, copies, job.uploads + warm)
+    if lake is not None and "compacted" not in job.compacted:  # once, after the check
+        job.compacted["compacted"] = compacted_bytes(job, name, lake, warm)
     return Run(sent.seconds, cpu, sent.cpu), size
 
 
