@@ -173,10 +173,15 @@ def test_shared_subscription_member_killed_mid_run(tmp_path: Path, broker: Broke
 
     for kind in KINDS:
         assert in_lake(lake, kind) == expected, kind
-    stored = [bid for cli in (first, second, third, again) for bid in logged(cli, "stored")]
-    assert Counter(stored) == expected  # each one stored once, by one instance
+    stored = Counter(bid for cli in (first, second, third, again)
+                     for bid in logged(cli, "stored"))
+    assert set(stored.values()) == {1}  # never stored twice, by one instance or two
     duplicates = logged(again, "duplicate")  # written before the kill, acknowledged after
     assert set(duplicates) <= set(expected) - set(logged(again, "stored"))
+    # a batch whose files r0 renamed into place just before the kill, its log line lost:
+    # redelivered to r0 again, found in the lake (at most the 2 it handles at once)
+    unlogged = set(expected) - set(stored)
+    assert unlogged <= set(duplicates) and len(unlogged) <= 2, unlogged
     for (name, (received, n_stored, n_dup, invalid)), cli in zip(
             counts.items(), (second, third, again), strict=True):
         assert (n_stored, n_dup, invalid) == (len(logged(cli, "stored")),
