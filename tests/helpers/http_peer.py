@@ -123,6 +123,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()
             return
         body = self.rfile.read(length)
+        if len(body) < length:  # the sender went away mid-body (stopped, reset): a server
+            self._abort()       # never saw a request; the sender sends it again
+            return
         request = peer._record(self, body, complete=True)
         if peer.upstream is not None and (reply.action == LOSE_ANSWER or reply.forward):
             status, answer = peer.upstream(request)
