@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -40,6 +40,7 @@ from agent.batch.exact import INT64_MAX, INT64_MIN, MAX_EXACT, same
 KINDS = ("samples", "events", "frames")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 SECONDS_PER_DAY = 86_400
+EPOCH_DAY = date(1970, 1, 1)
 MAX_RAW = float(2**63 - 1024)  # the largest float64 below 2**63: a raw that fits int64
 # datetime's range (years 1..9999): what every engine can show as a date
 MIN_TS = datetime(1, 1, 1, tzinfo=UTC).timestamp()
@@ -102,7 +103,7 @@ def split_by_day(table: pa.Table, default_day: int) -> list[tuple[int, pa.Table]
 
 
 def day_name(day: int) -> str:
-    return datetime.fromtimestamp(day * SECONDS_PER_DAY, UTC).date().isoformat()
+    return (EPOCH_DAY + timedelta(days=day)).isoformat()
 
 
 def day_number(name: str) -> int:
