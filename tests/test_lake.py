@@ -450,3 +450,10 @@ def test_a_directory_that_is_not_a_lake_is_left_alone(tmp_path: Path,
         assert main(["lake", *action]) == 1
         assert "not a lake (no kind=samples|events|frames directory" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # no lock file left in it
+
+
+def test_a_lake_path_that_is_a_file_is_refused(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "lake").write_text("")
+    assert main(["receive", "--listen", "127.0.0.1:0", "--lake", str(tmp_path / "lake")]) == 1
+    assert f"--lake {tmp_path / 'lake'}: not a directory" in capsys.readouterr().err

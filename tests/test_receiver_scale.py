@@ -342,8 +342,10 @@ def test_default_client_id(tmp_path: Path) -> None:
     (["--mqtt", "mqtt://127.0.0.1:1", "--leave"], "--leave retires one member"),
     (["--mqtt", "mqtt://127.0.0.1:1", "--share", "g", "--listen", "127.0.0.1:0", "--leave"],
      "--leave retires one member"),
+    (["--mqtt", "mqtt://127.0.0.1:1", "--share", "a/b"], "--share 'a/b': a shared"),
 ])
 def test_share_and_leave_arguments(args: list[str], error: str, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["receive", "--lake", str(tmp_path / "lake"), *args]) == 1
     assert error in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()  # refused before anything was opened

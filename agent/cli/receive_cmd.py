@@ -119,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
         raise ReceiverError("--max-bytes must be positive")
     if args.share and not args.mqtt:
         raise ReceiverError("--share is for --mqtt (a shared MQTT subscription)")
+    if args.share:
+        from agent.receiver.mqtt_share import subscription_filter
+
+        subscription_filter(args.topic, args.share)  # a bad group: said before anything opens
     if args.leave:
         if not args.share or args.listen:
             raise ReceiverError("--leave retires one member of a --share group: give --mqtt, "

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from agent.atomic_file import fsync_dir
@@ -205,9 +206,9 @@ def _compact_partition(directory: Path, result: PartitionResult, max_rows: int,
     for k in range(n):
         chunk = table.slice(k * max_rows, max_rows)
         name = f"part-{digest}.parquet" if n == 1 else f"part-{digest}-{k}.parquet"
-        chunk_ids = sorted(set(chunk.column("batch_id").to_pylist()))
-        meta = {KEY_LAYOUT: LAYOUT_VERSION.encode(), KEY_IDS: json_bytes(chunk_ids),
-                KEY_BATCHES: json_bytes([b for b in batches if b["id"] in set(chunk_ids)]),
+        chunk_ids = set(pc.unique(chunk.column("batch_id")).to_pylist())
+        meta = {KEY_LAYOUT: LAYOUT_VERSION.encode(), KEY_IDS: json_bytes(sorted(chunk_ids)),
+                KEY_BATCHES: json_bytes([b for b in batches if b["id"] in chunk_ids]),
                 KEY_PART: f"{k}/{n}".encode()}
         if signals:
             meta[KEY_SIGNALS] = json_bytes(signals)

@@ -69,6 +69,8 @@ class Lake:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise LakeError(f"--lake {self.root}: not a directory")
         try:
             make_private_dir(self.root)
         except OSError as exc:
