@@ -189,13 +189,14 @@ def test_raw_of() -> None:
     assert raw_of(0.1, 0.3, 0) is None  # no integer gives it
     assert raw_of(math.nan, 1, 0) is None and raw_of(math.inf, 1, 0) is None
     assert raw_of(2**70, 1, 0) is None  # beyond int64
+    assert raw_of(4.49423283715579e307, 0.25, 0) is None  # the quotient overflows
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(
     st.sampled_from(["a", "b", "c", "none"]),
     st.one_of(st.floats(), st.integers(min_value=-(2**70), max_value=2**70), st.booleans(),
-              st.sampled_from([0.0, -0.0, 0.25, -40.0, 800.25, 2.0**60, 3.0]))),
+              st.sampled_from([0.0, -0.0, 0.25, -40.0, 800.25, 2.0**60, 3.0, 1e308, -1e308]))),
     min_size=1, max_size=40))
 def test_the_raw_column_is_raw_of_for_every_sample(rows: list[tuple[str, Any]]) -> None:
     signals = {("can0", "M", "a"): SignalMeta("", 0.25, 0), ("can0", "M", "b"): SignalMeta(

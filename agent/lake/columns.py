@@ -225,9 +225,10 @@ def raw_of(value: Any, scale: int | float, offset: int | float) -> int | None:
         value = float(value) if abs(value) < 2**63 else math.nan
     if not isinstance(value, float) or not math.isfinite(value):
         return None
-    r = round((value - offset) / scale)
-    if not INT64_MIN <= r <= INT64_MAX:
+    q = (value - offset) / scale
+    if not -MAX_RAW <= q <= MAX_RAW:  # an overflow to inf included
         return None
+    r = round(q)
     return r if same(float(r) * scale + offset, value) else None
 
 
